@@ -1,0 +1,93 @@
+"""The ffmpeg argument list for a channel, built from validated config only.
+
+No shell is involved anywhere: each value is one argv element. The only free text
+that reaches ffmpeg (the channel's display name, burned into the test pattern) is
+reduced to characters that mean nothing to ffmpeg's filtergraph parser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from retrovue_air.config import Channel, MediaFiles, TestPattern
+
+FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+)
+
+
+def ffmpeg_binary() -> str:
+    """The ffmpeg on PATH, else the one imageio-ffmpeg ships."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def font_file() -> str | None:
+    return next((f for f in FONT_CANDIDATES if os.path.isfile(f)), None)
+
+
+def safe_caption(text: str) -> str:
+    # : , ; [ ] = ' \ and % are all syntax to the filtergraph or to drawtext's expansion.
+    kept = "".join(c if c.isalnum() or c in " -_.!?#&()+" else " " for c in text)
+    return " ".join(kept.split())[:60] or "retrovue"
+
+
+def concat_list(paths: tuple[str, ...]) -> str:
+    """A concat-demuxer playlist: one `file` line per path, quoted as that format wants."""
+    return "ffconcat version 1.0\n" + "".join(
+        "file '" + p.replace("'", "'\\''") + "'\n" for p in paths)
+
+
+def build_command(channel: Channel, binary: str, playlist_path: str | None = None,
+                  font: str | None = None) -> list[str]:
+    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+    gop = max(1, round(channel.fps * channel.keyframe_seconds))
+    size = f"{channel.width}x{channel.height}"
+    source = channel.source
+    if isinstance(source, TestPattern):
+        cmd += ["-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={channel.fps}",
+                "-re", "-f", "lavfi", "-i", f"sine=frequency={source.tone_hz}:sample_rate=48000"]
+        video_filter = "format=yuv420p"
+        if font:
+            caption = safe_caption(channel.name)
+            video_filter += (
+                f",drawtext=fontfile={font}:text={caption}:x=w-tw-24:y=24:fontsize=h/12"
+                ":fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8:expansion=none"
+                f",drawtext=fontfile={font}:text='%{{localtime\\:%X}}':x=24:y=h-th-24"
+                ":fontsize=h/10:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8")
+        cmd += ["-map", "0:v", "-map", "1:a"]
+    elif isinstance(source, MediaFiles):
+        if len(source.paths) == 1:
+            cmd += ["-re", "-stream_loop", "-1", "-i", source.paths[0]]
+        else:
+            if playlist_path is None:
+                raise ValueError("a list of media files needs a playlist file")
+            cmd += ["-re", "-stream_loop", "-1", "-f", "concat", "-safe", "0", "-i", playlist_path]
+        # Files of different sizes and rates must become one steady stream.
+        video_filter = (f"scale={channel.width}:{channel.height}:force_original_aspect_ratio=decrease,"
+                        f"pad={channel.width}:{channel.height}:(ow-iw)/2:(oh-ih)/2,"
+                        f"fps={channel.fps},format=yuv420p")
+        cmd += ["-map", "0:v:0", "-map", "0:a:0?", "-af", "aresample=async=1"]
+    else:
+        raise TypeError(f"unknown source {source!r}")
+    kbps = channel.video_kbps
+    cmd += [
+        "-vf", video_filter,
+        # zerolatency: no B-frames and no lookahead, so the first bytes come out at once.
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+        "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
+        # A fixed GOP, no scene-cut keyframes: a late joiner never waits longer than one GOP.
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-c:a", "aac", "-b:a", f"{channel.audio_kbps}k", "-ar", "48000", "-ac", "2",
+        # The muxer repeats PAT/PMT every 100 ms by default and before each keyframe.
+        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
+        "pipe:1",
+    ]
+    return cmd

@@ -1,0 +1,446 @@
+"""Front: the one selectors loop that accepts viewers and fans each channel's stream out.
+
+Per channel, the stream FD that the Air worker handed over is read once into a
+StreamBuffer; every viewer of the channel is a cursor into it. Reads are gathered and
+published to viewers in large pieces (flush_bytes, or flush_interval after the first
+unpublished byte), so a send moves tens of kilobytes, not one ffmpeg write's worth.
+A viewer whose socket is full is left behind, never waited for; once its first
+missing byte is older than max_lag_seconds it is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+
+import h11
+
+from retrovue_air import wire
+from retrovue_air.config import Channel as ChannelConfig
+from retrovue_air.config import Config
+
+from . import responses, routes
+from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
+                                StopStream)
+from .stream_buffer import StreamBuffer
+from .viewer import Phase, Sent, Viewer
+
+log = logging.getLogger("http_front")
+
+FLUSH_BYTES = 64 * 1024
+ACCEPTS_PER_WAKEUP = 64
+MIN_BUFFER = 4 * 1024 * 1024
+
+
+class Channel:
+    """The front's view of one channel: its lifecycle, its stream and its buffer."""
+
+    def __init__(self, config: ChannelConfig, lifecycle: ChannelLifecycle):
+        self.config = config
+        self.lifecycle = lifecycle
+        self.stream_sock: socket.socket | None = None
+        self.stream_id: int | None = None  # the stream stream_sock carries
+        self.buffer: StreamBuffer | None = None
+        self.flush_deadline: float | None = None
+        self.blocked: set[Viewer] = set()  # watching viewers waiting for writability
+        self.viewers: dict[Viewer, None] = {}  # watching viewers, in arrival order
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def summary(self) -> dict:
+        lc = self.lifecycle
+        return {"id": self.id, "name": self.config.name, "state": lc.state.value,
+                "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
+                "ffmpeg_pid": lc.ffmpeg_pid, "error": lc.failure}
+
+
+class Front:
+    def __init__(self, config: Config, listener: socket.socket, control: socket.socket,
+                 inbox: socket.socket, instance: str):
+        self.config = config
+        self.listener = listener
+        self.control = control
+        self.inbox = inbox
+        self.instance = instance
+        self.channels = {c.id: Channel(c, ChannelLifecycle(c.id)) for c in config.channels}
+        self.channel_ids = frozenset(self.channels)
+        self.viewers: dict[int, Viewer] = {}
+        self.stopped_streams: set[int] = set()
+        self.sel = selectors.DefaultSelector()
+        self.running = True
+
+    # The loop
+
+    def run(self) -> int:
+        wake_r, wake_w = socket.socketpair()
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        for sock in (self.listener, self.control):
+            sock.setblocking(False)
+        self.sel.register(wake_r, selectors.EVENT_READ, ("signal", None))
+        self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
+        self.sel.register(self.control, selectors.EVENT_READ, ("control", None))
+        self.sel.register(self.inbox, selectors.EVENT_READ, ("inbox", None))
+        log.info("serving on %s:%d", *self.listener.getsockname()[:2])
+        try:
+            while self.running:
+                events = self.sel.select(self.timeout())
+                # A worker's last word (StreamFailed, in the inbox) is sent before it
+                # exits, so it is handled before the supervisor's news of that exit.
+                events.sort(key=lambda e: e[0].data[0] != "inbox")
+                for key, mask in events:
+                    kind, obj = key.data
+                    if kind == "viewer":
+                        if obj.fd in self.viewers:  # not closed earlier in this round
+                            self.viewer_event(obj, mask)
+                    elif kind == "stream":
+                        if obj.stream_sock is not None and obj.stream_sock.fileno() == key.fd:
+                            self.read_stream(obj)
+                    elif kind == "accept":
+                        self.accept()
+                    elif kind == "inbox":
+                        self.read_inbox()
+                    elif kind == "control":
+                        self.read_control()
+                    elif kind == "signal":
+                        if signal.SIGTERM in wake_r.recv(64):
+                            log.info("terminating")
+                            self.running = False
+                self.flush_due()
+        finally:
+            self.shutdown()
+            signal.set_wakeup_fd(-1)
+            wake_r.close()
+            wake_w.close()
+        return 0
+
+    def timeout(self) -> float | None:
+        deadlines = [c.flush_deadline for c in self.channels.values() if c.flush_deadline]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def shutdown(self) -> None:
+        for viewer in list(self.viewers.values()):
+            self.close_viewer(viewer, "service stopping", tune_out=False)
+        for channel in self.channels.values():
+            if channel.lifecycle.stream is not None:
+                self.stop_stream(channel, channel.lifecycle.stream)
+        self.sel.close()
+
+    # Viewers: accept, read the request, route it
+
+    def accept(self) -> None:
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                sock, addr = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:  # EMFILE and friends: the next round tries again
+                log.warning("accept failed: %s", e)
+                return
+            sock.setblocking(False)
+            viewer = Viewer(sock, f"{addr[0]}:{addr[1]}", time.monotonic())
+            self.viewers[viewer.fd] = viewer
+            self.sel.register(sock, selectors.EVENT_READ, ("viewer", viewer))
+
+    def viewer_event(self, viewer: Viewer, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            if not self.read_request(viewer):
+                return
+        if mask & selectors.EVENT_WRITE and viewer.fd in self.viewers:
+            self.pump(viewer)
+
+    def read_request(self, viewer: Viewer) -> bool:
+        """Read from the viewer; False if it is gone."""
+        try:
+            data = viewer.sock.recv(65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            self.close_viewer(viewer, "left")
+            return False
+        if viewer.phase is not Phase.REQUEST:
+            return True  # a player may send anything once it is watching; it is ignored
+        viewer.conn.receive_data(data)
+        try:
+            event = viewer.conn.next_event()
+        except h11.RemoteProtocolError as e:
+            status = e.error_status_hint if e.error_status_hint >= 400 else 400
+            log.info("%s: bad request (%s): %s", viewer.peer, status, e)
+            self.respond(viewer, responses.text(status, "bad request" if status == 400 else str(e)))
+            return True
+        if event is h11.NEED_DATA:
+            return True
+        if isinstance(event, h11.Request):
+            self.handle_request(viewer, event)
+        else:
+            self.close_viewer(viewer, "closed before a request")
+            return False
+        return True
+
+    def handle_request(self, viewer: Viewer, request: h11.Request) -> None:
+        r = routes.route(request.method, request.target, self.channel_ids)
+        if isinstance(r, routes.Refuse):
+            log.info("%s: %s %s -> %d", viewer.peer, request.method.decode(),
+                     request.target.decode("ascii", "replace")[:200], r.status)
+            self.respond(viewer, responses.text(r.status, r.text, r.headers))
+        elif isinstance(r, routes.Health):
+            self.respond(viewer, responses.text(200, "ok", head_only=r.head_only))
+        elif isinstance(r, routes.ChannelList):
+            body = [c.summary() for c in self.channels.values()]
+            self.respond(viewer, responses.json_body(200, body, head_only=r.head_only))
+        elif r.head_only:
+            self.respond(viewer, responses.stream_head())
+        else:
+            channel = self.channels[r.channel]
+            viewer.phase = Phase.WAITING
+            viewer.channel = channel.id
+            log.info("channel %s: tune in %s (%d viewers)", channel.id, viewer.peer,
+                     channel.lifecycle.viewer_count + 1)
+            self.carry_out(channel, channel.lifecycle.tune_in(viewer))
+
+    def respond(self, viewer: Viewer, data: bytes) -> None:
+        """Send a final response, then close once it is out."""
+        viewer.phase = Phase.CLOSING
+        viewer.pending = data
+        self.pump(viewer)
+
+    def pump(self, viewer: Viewer) -> None:
+        channel = self.channels.get(viewer.channel) if viewer.channel else None
+        result = viewer.send(channel.buffer if channel else None)
+        if result is Sent.LOST:
+            self.close_viewer(viewer, "connection lost")
+        elif result is Sent.BLOCKED:
+            if not viewer.blocked:
+                viewer.blocked = True
+                self.sel.modify(viewer.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, ("viewer", viewer))
+                if channel is not None and viewer.phase is Phase.WATCHING:
+                    channel.blocked.add(viewer)
+        elif viewer.phase is Phase.CLOSING:
+            self.close_viewer(viewer, None)
+        elif viewer.blocked:
+            viewer.blocked = False
+            self.sel.modify(viewer.sock, selectors.EVENT_READ, ("viewer", viewer))
+            if channel is not None:
+                channel.blocked.discard(viewer)
+
+    def close_viewer(self, viewer: Viewer, why: str | None, tune_out: bool = True) -> None:
+        if self.viewers.pop(viewer.fd, None) is None:
+            return
+        self.sel.unregister(viewer.sock)
+        if viewer.phase is Phase.CLOSING:
+            # Read what the peer already sent, so that close() does not answer it with
+            # a reset that could destroy our response before the peer reads it.
+            try:
+                viewer.sock.shutdown(socket.SHUT_WR)
+                while viewer.sock.recv(65536):
+                    pass
+            except OSError:
+                pass
+        viewer.sock.close()
+        channel = self.channels.get(viewer.channel) if viewer.channel else None
+        if channel is None or viewer.phase is Phase.CLOSING:
+            return
+        channel.blocked.discard(viewer)
+        channel.viewers.pop(viewer, None)
+        if tune_out:
+            log.info("channel %s: tune out %s: %s (%d viewers)", channel.id, viewer.peer, why,
+                     channel.lifecycle.viewer_count - 1)
+            self.carry_out(channel, channel.lifecycle.tune_out(viewer))
+
+    # The lifecycle's decisions
+
+    def carry_out(self, channel: Channel, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, RequestStream):
+                self.request_stream(channel, action.stream)
+            elif isinstance(action, StopStream):
+                self.stop_stream(channel, action.stream)
+            elif isinstance(action, Admit):
+                for viewer in action.viewers:
+                    self.admit(channel, viewer, action.from_start)
+            elif isinstance(action, Refuse):
+                log.warning("channel %s: refusing %d viewers: %s", channel.id, len(action.viewers), action.reason)
+                for viewer in action.viewers:
+                    self.respond(viewer, responses.text(503, f"channel {channel.id} is unavailable: {action.reason}",
+                                                        [("Retry-After", "5")]))
+            elif isinstance(action, Disconnect):
+                log.warning("channel %s: closing %d viewers: %s", channel.id, len(action.viewers), action.reason)
+                for viewer in action.viewers:
+                    self.close_viewer(viewer, action.reason, tune_out=False)
+
+    def request_stream(self, channel: Channel, stream: int) -> None:
+        log.info("channel %s: starting stream %d", channel.id, stream)
+        try:
+            wire.send(self.control, wire.StartStream(channel.id, stream))
+        except OSError as e:
+            log.error("channel %s: cannot reach the supervisor: %s", channel.id, e)
+            self.running = False
+
+    def stop_stream(self, channel: Channel, stream: int) -> None:
+        if stream not in self.stopped_streams:
+            self.stopped_streams.add(stream)
+            try:
+                wire.send(self.inbox, wire.Stop(stream), wire.air_inbox_address(self.instance, stream))
+            except OSError:
+                pass  # the worker is already gone; the supervisor reaps it either way
+        if channel.stream_id == stream:
+            self.close_stream(channel)
+
+    def close_stream(self, channel: Channel) -> None:
+        if channel.stream_sock is not None:
+            self.sel.unregister(channel.stream_sock)
+            channel.stream_sock.close()
+            channel.stream_sock = None
+        channel.stream_id = None
+        channel.flush_deadline = None
+        channel.buffer = None  # viewers of a closed stream are gone by now
+
+    def admit(self, channel: Channel, viewer: Viewer, from_start: bool) -> None:
+        buffer = channel.buffer
+        viewer.phase = Phase.WATCHING
+        viewer.pending = responses.stream_head()
+        viewer.cursor = buffer.oldest if from_start else buffer.published
+        # The kernel would otherwise grow a stalled viewer's send buffer to megabytes
+        # (seconds of stream) before our cursor fell behind at all.
+        sndbuf = max(32 * 1024, channel.config.bytes_per_second // 2)
+        try:
+            viewer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        except OSError:
+            pass
+        channel.viewers[viewer] = None
+        self.pump(viewer)
+
+    # Messages from the supervisor and the workers
+
+    def read_control(self) -> None:
+        while True:
+            try:
+                data = self.control.recv(wire.MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            if not data:
+                log.error("the supervisor is gone")
+                self.running = False
+                return
+            try:
+                message = wire.decode(data)
+            except wire.ProtocolError as e:
+                log.error("bad message from the supervisor: %s", e)
+                continue
+            channel = self.channels.get(getattr(message, "channel", ""))
+            if channel is None:
+                continue
+            if isinstance(message, wire.WorkerSpawned):
+                self.carry_out(channel, channel.lifecycle.worker_spawned(message.stream, message.pid))
+            elif isinstance(message, wire.WorkerExited):
+                self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, message.status))
+                self.stopped_streams.discard(message.stream)
+
+    def read_inbox(self) -> None:
+        while True:
+            try:
+                message, fds = wire.receive(self.inbox)
+            except BlockingIOError:
+                return
+            except wire.ProtocolError as e:
+                log.warning("ignored a message in the inbox: %s", e)
+                continue
+            channel = self.channels.get(getattr(message, "channel", ""))
+            if isinstance(message, wire.StreamReady) and len(fds) == 1 and channel is not None:
+                self.stream_ready(channel, message, fds[0])
+                continue
+            for fd in fds:
+                os.close(fd)
+            if isinstance(message, wire.StreamFailed) and channel is not None:
+                log.error("channel %s: stream %d failed: %s", channel.id, message.stream, message.reason)
+                self.carry_out(channel, channel.lifecycle.stream_failed(message.stream, message.reason))
+
+    def stream_ready(self, channel: Channel, message: wire.StreamReady, fd: int) -> None:
+        sock = socket.socket(fileno=fd)
+        actions = channel.lifecycle.stream_ready(message.stream, message.ffmpeg_pid)
+        if actions:  # nobody wants it any more
+            sock.close()
+            self.carry_out(channel, actions)
+            return
+        sock.setblocking(False)
+        self.close_stream(channel)
+        channel.stream_sock = sock
+        channel.stream_id = message.stream
+        capacity = max(MIN_BUFFER, int(2 * self.config.max_lag_seconds * channel.config.bytes_per_second))
+        channel.buffer = StreamBuffer(capacity)
+        self.sel.register(sock, selectors.EVENT_READ, ("stream", channel))
+
+    # The stream
+
+    def read_stream(self, channel: Channel) -> None:
+        buffer = channel.buffer
+        now = time.monotonic()
+        first = buffer.end == 0
+        for _ in range(8):
+            space = buffer.writable()
+            self.drop_overrun(channel, buffer.overwritten_by(len(space)))
+            try:
+                n = channel.stream_sock.recv_into(space)
+            except BlockingIOError:
+                break
+            except OSError:
+                n = 0
+            if n == 0:
+                stream = channel.stream_id
+                log.info("channel %s: stream %s ended", channel.id, stream)
+                self.close_stream(channel)
+                self.carry_out(channel, channel.lifecycle.stream_ended(stream))
+                return
+            buffer.wrote(n, now)
+            if n < len(space):
+                break
+        if first and buffer.end >= 188:
+            buffer.publish()
+            self.carry_out(channel, channel.lifecycle.first_bytes(channel.stream_id))
+            return
+        if buffer.unpublished >= FLUSH_BYTES:
+            self.flush(channel, now)
+        elif channel.flush_deadline is None and buffer.unpublished >= 188:
+            channel.flush_deadline = now + self.config.flush_interval
+
+    def flush_due(self) -> None:
+        now = time.monotonic()
+        for channel in self.channels.values():
+            if channel.flush_deadline is not None and channel.flush_deadline <= now:
+                self.flush(channel, now)
+
+    def flush(self, channel: Channel, now: float) -> None:
+        channel.flush_deadline = None
+        buffer = channel.buffer
+        if buffer is None or not buffer.publish():
+            return
+        for viewer in list(channel.viewers):
+            if not viewer.blocked:
+                self.pump(viewer)
+        for viewer in list(channel.blocked):
+            lag = buffer.lag(viewer.cursor - viewer.unsent_in_kernel(), now)
+            if lag > self.config.max_lag_seconds:
+                log.warning("channel %s: dropping slow viewer %s: %.1f s behind (limit %.1f s)",
+                            channel.id, viewer.peer, lag, self.config.max_lag_seconds)
+                self.close_viewer(viewer, "too slow")
+
+    def drop_overrun(self, channel: Channel, destroyed_before: int) -> None:
+        for viewer in list(channel.blocked):
+            if viewer.cursor < destroyed_before:
+                log.warning("channel %s: dropping slow viewer %s: the buffer moved past it",
+                            channel.id, viewer.peer)
+                self.close_viewer(viewer, "too slow")
+
+
+def run_front(config: Config, listener: socket.socket, control: socket.socket,
+              inbox: socket.socket, instance: str) -> int:
+    return Front(config, listener, control, inbox, instance).run()

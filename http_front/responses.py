@@ -1,0 +1,37 @@
+"""Response heads and short bodies, as bytes.
+
+h11 parses every request. It does not write our responses: for an HTTP/1.1 peer it
+frames a body of unknown length as chunked, and a live TS stream must be the raw
+close-delimited body that every player expects (and that keeps each send one slice
+of the shared buffer). Every response closes the connection.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+
+SERVER = "retrovue-air"
+
+
+def head(status: int, headers: list[tuple[str, str]] | tuple = ()) -> bytes:
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Server: {SERVER}",
+             "Connection: close", "Cache-Control: no-store"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def stream_head() -> bytes:
+    return head(200, [("Content-Type", "video/mp2t")])
+
+
+def text(status: int, body: str, headers: list[tuple[str, str]] | tuple = (), head_only: bool = False) -> bytes:
+    data = (body.rstrip("\n") + "\n").encode()
+    hdrs = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))), *headers]
+    return head(status, hdrs) + (b"" if head_only else data)
+
+
+def json_body(status: int, obj: object, head_only: bool = False) -> bytes:
+    data = (json.dumps(obj, indent=1) + "\n").encode()
+    hdrs = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    return head(status, hdrs) + (b"" if head_only else data)

@@ -1,0 +1,231 @@
+"""The service's configuration: a TOML file validated into frozen dataclasses.
+
+Every error names the file, the line and the key, because an operator reading a
+journal at 3 a.m. should not have to guess which of forty channels is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+CHANNEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+BUILT_IN = "<built-in>"
+
+
+class ConfigError(Exception):
+    def __init__(self, path: str, line: int | None, key: str | None, message: str):
+        self.path, self.line, self.key, self.message = path, line, key, message
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class TestPattern:
+    tone_hz: int = 440
+
+
+@dataclass(frozen=True)
+class MediaFiles:
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: str
+    name: str
+    source: TestPattern | MediaFiles
+    video_kbps: int = 1500
+    audio_kbps: int = 128
+    width: int = 640
+    height: int = 360
+    fps: int = 25
+    keyframe_seconds: float = 1.0
+
+    @property
+    def bytes_per_second(self) -> int:
+        # MPEG-TS framing adds a few percent on top of the elementary streams.
+        return (self.video_kbps + self.audio_kbps) * 1000 * 105 // 100 // 8
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    listen: tuple[str, int] = ("127.0.0.1", 8000)
+    max_lag_seconds: float = 4.0
+    flush_interval: float = 0.05
+    channels: tuple[Channel, ...] = field(default_factory=tuple)
+
+    def channel(self, channel_id: str) -> Channel | None:
+        return next((c for c in self.channels if c.id == channel_id), None)
+
+
+def default_config_text() -> str:
+    return resources.files("retrovue_air").joinpath("default_config.toml").read_text()
+
+
+def load_default() -> Config:
+    return parse(default_config_text(), BUILT_IN)
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(path, None, None, f"cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, raw[: e.start].count(b"\n") + 1, None, "not UTF-8") from None
+    return parse(text, path)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse(text: str, path: str) -> Config:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        line = re.search(r"line (\d+)", str(e))
+        raise ConfigError(path, int(line.group(1)) if line else None, None, str(e)) from None
+    return _Validator(text, path).config(doc)
+
+
+class _Validator:
+    """Turns a parsed TOML document into a Config, locating each bad key in the text.
+
+    tomllib keeps no positions, so a key's line is found again by scanning the text:
+    the n-th `[[channel]]` header, then the first `key =` line below it.
+    """
+
+    TOP_KEYS = {"listen", "max_lag_seconds", "flush_interval_ms", "channel"}
+    CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
+                    "audio_kbps", "width", "height", "fps", "keyframe_seconds"}
+
+    def __init__(self, text: str, path: str):
+        self.lines = text.splitlines()
+        self.path = path
+
+    def error(self, key: str, message: str, channel_index: int | None = None) -> ConfigError:
+        return ConfigError(self.path, self.line_of(key, channel_index), key, message)
+
+    def line_of(self, key: str, channel_index: int | None) -> int | None:
+        key_line = re.compile(rf"\s*{re.escape(key)}\s*=")
+        start, seen = 0, -1
+        if channel_index is not None:
+            for number, line in enumerate(self.lines):
+                if re.match(r"\s*\[\[\s*channel\s*\]\]", line):
+                    seen += 1
+                    if seen == channel_index:
+                        start = number
+                        break
+            else:
+                return None
+        for number in range(start, len(self.lines)):
+            line = self.lines[number]
+            if number > start and line.lstrip().startswith("[") and channel_index is not None:
+                break
+            if key_line.match(line):
+                return number + 1
+        return start + 1 if channel_index is not None else None
+
+    def config(self, doc: dict[str, Any]) -> Config:
+        for key in doc:
+            if key not in self.TOP_KEYS:
+                raise self.error(key, "unknown key")
+        kwargs: dict[str, Any] = {}
+        if "listen" in doc:
+            try:
+                kwargs["listen"] = parse_listen(self.typed(doc, "listen", str))
+            except ValueError as e:
+                raise self.error("listen", str(e)) from None
+        if "max_lag_seconds" in doc:
+            kwargs["max_lag_seconds"] = self.positive(doc, "max_lag_seconds", None)
+        if "flush_interval_ms" in doc:
+            kwargs["flush_interval"] = self.positive(doc, "flush_interval_ms", None) / 1000
+        tables = doc.get("channel", [])
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise self.error("channel", "must be an array of tables: [[channel]]")
+        if not tables:
+            raise ConfigError(self.path, None, "channel", "no channel is configured")
+        channels = [self.channel(t, i) for i, t in enumerate(tables)]
+        seen: set[str] = set()
+        for i, c in enumerate(channels):
+            if c.id in seen:
+                raise self.error("id", f"duplicate channel id {c.id!r}", i)
+            seen.add(c.id)
+        return Config(path=self.path, channels=tuple(channels), **kwargs)
+
+    def typed(self, table: dict, key: str, kind: type, index: int | None = None) -> Any:
+        value = table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise self.error(key, f"must be {kind.__name__}, got {type(value).__name__}", index)
+        return value
+
+    def positive(self, table: dict, key: str, index: int | None, kind: type = float) -> Any:
+        value = self.typed(table, key, kind, index)
+        if value <= 0:
+            raise self.error(key, "must be greater than 0", index)
+        return value
+
+    def channel(self, t: dict[str, Any], i: int) -> Channel:
+        for key in t:
+            if key not in self.CHANNEL_KEYS:
+                raise self.error(key, "unknown key", i)
+        for key in ("id", "name", "source"):
+            if key not in t:
+                raise self.error(key, "missing", i)
+        channel_id = self.typed(t, "id", str, i)
+        if not CHANNEL_ID.match(channel_id):
+            raise self.error("id", f"{channel_id!r} is not 1-64 of A-Z a-z 0-9 _ -", i)
+        name = self.typed(t, "name", str, i)
+        kind = self.typed(t, "source", str, i)
+        if kind == "test-pattern":
+            for key in ("file", "files"):
+                if key in t:
+                    raise self.error(key, "only for source = \"files\"", i)
+            tone = self.positive(t, "tone_hz", i, int) if "tone_hz" in t else 440
+            source: TestPattern | MediaFiles = TestPattern(tone_hz=tone)
+        elif kind == "files":
+            source = MediaFiles(paths=self.media_paths(t, i))
+        else:
+            raise self.error("source", f"unknown source {kind!r} (test-pattern, files)", i)
+        numbers = {key: self.positive(t, key, i, int)
+                   for key in ("video_kbps", "audio_kbps", "width", "height", "fps") if key in t}
+        if "keyframe_seconds" in t:
+            kf = self.positive(t, "keyframe_seconds", i)
+            if kf > 2:
+                raise self.error("keyframe_seconds", "at most 2 (late joiners wait for a keyframe)", i)
+            numbers["keyframe_seconds"] = kf
+        return Channel(id=channel_id, name=name, source=source, **numbers)
+
+    def media_paths(self, t: dict[str, Any], i: int) -> tuple[str, ...]:
+        if ("file" in t) == ("files" in t):
+            raise self.error("files", "source = \"files\" needs exactly one of file = \"…\" or files = [\"…\"]", i)
+        key = "file" if "file" in t else "files"
+        value = t[key]
+        paths = [value] if key == "file" else value
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            raise self.error(key, "must be a path or a non-empty list of paths", i)
+        base = os.path.dirname(os.path.abspath(self.path)) if self.path != BUILT_IN else os.getcwd()
+        resolved = []
+        for p in paths:
+            full = os.path.join(base, os.path.expanduser(p))
+            if not os.path.isfile(full):
+                raise self.error(key, f"no such media file: {full}", i)
+            if not os.access(full, os.R_OK):
+                raise self.error(key, f"media file is not readable: {full}", i)
+            resolved.append(full)
+        return tuple(resolved)

@@ -1,0 +1,62 @@
+"""retrovue-air's command line: parse, load the config, bind, run the supervisor."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from retrovue_air import __version__, config, logs
+
+from .arbiter import Supervisor, listen, raise_fd_limit
+
+log = logging.getLogger("supervisor")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="retrovue-air", description="Live MPEG-TS channels over HTTP.")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (default: the built-in test channels)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default: the config's, 127.0.0.1:8000)")
+    p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit")
+    p.add_argument("--print-default-config", action="store_true", help="print the built-in configuration")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"retrovue-air {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.setup(args.log_level)
+    if args.print_default_config:
+        sys.stdout.write(config.default_config_text())
+        return 0
+    try:
+        if args.check_config:
+            cfg = config.load(args.check_config)
+            print(f"{args.check_config}: ok, {len(cfg.channels)} channels")
+            return 0
+        cfg = config.load(args.config) if args.config else config.load_default()
+        if args.listen:
+            try:
+                cfg = _with_listen(cfg, config.parse_listen(args.listen))
+            except ValueError as e:
+                raise config.ConfigError("--listen", None, None, str(e)) from None
+    except config.ConfigError as e:
+        log.error("bad configuration: %s", e)
+        return 2
+    raise_fd_limit()
+    host, port = cfg.listen
+    try:
+        listener = listen(host, port)
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", host, port, e.strerror)
+        return 1
+    log.info("retrovue-air %s: %d channels from %s, on http://%s:%d/", __version__,
+             len(cfg.channels), cfg.path, host, port)
+    return Supervisor(cfg, listener).run()
+
+
+def _with_listen(cfg: config.Config, listen_at: tuple[str, int]) -> config.Config:
+    import dataclasses
+
+    return dataclasses.replace(cfg, listen=listen_at)
