@@ -1,0 +1,27 @@
+import pytest
+
+from harness import Service, write_config, zombies_under
+
+
+@pytest.fixture
+def service_factory(tmp_path):
+    """Start the service on a test config; on teardown stop it and check that nothing leaked."""
+    started: list[Service] = []
+
+    def start(**config) -> Service:
+        service = Service(write_config(tmp_path, **config))
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        if service.proc.poll() is None:
+            assert not zombies_under(service.supervisor), "zombie children of the supervisor"
+        code = service.stop()
+        service.assert_nothing_left()
+        assert code in (0, -9), f"supervisor exit status {code}"
+
+
+@pytest.fixture
+def service(service_factory) -> Service:
+    return service_factory()

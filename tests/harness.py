@@ -1,0 +1,241 @@
+"""Starting the real service for a test, talking to it, and checking that nothing leaked."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Small pictures keep ffmpeg cheap on a 2-core CI machine; everything else is as shipped.
+TEST_CONFIG = """
+listen = "127.0.0.1:8000"
+max_lag_seconds = {max_lag}
+{extra_top}
+
+[[channel]]
+id = "1"
+name = "Test One"
+source = "test-pattern"
+video_kbps = 600
+audio_kbps = 64
+width = 320
+height = 180
+
+[[channel]]
+id = "2"
+name = "Test Two"
+source = "test-pattern"
+tone_hz = 660
+video_kbps = 600
+audio_kbps = 64
+width = 320
+height = 180
+{extra}
+"""
+
+
+def require_tool(name: str) -> str:
+    """The path of a real client; with CI=true a missing one fails the test instead of skipping it."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it when run as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
+    """Poll a condition that has no event to wait on (a process gone, a count reached)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def zombies_under(proc: psutil.Process) -> list[psutil.Process]:
+    out = []
+    for child in proc.children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                out.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+class Service:
+    """One running retrovue-air (python -m supervisor), its log, and its processes."""
+
+    def __init__(self, config_path: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "--config", str(config_path),
+             "--listen", f"127.0.0.1:{self.port}"],
+            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.supervisor = psutil.Process(self.proc.pid)
+        self.seen_pids: set[int] = set()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        self.wait_for_log(r"serving on", timeout=20)
+        self.front = psutil.Process(int(self.wait_for_log(r"started http_front pid (\d+)").group(1)))
+
+    def _read_log(self) -> None:
+        for line in self.proc.stderr:
+            with self._new_line:
+                self.lines.append(line.rstrip("\n"))
+                self._new_line.notify_all()
+        with self._new_line:
+            self._new_line.notify_all()
+
+    def wait_for_log(self, pattern: str, timeout: float = 10, start: int = 0) -> re.Match:
+        """Wait for a log line matching pattern (searching from line number start)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._new_line:
+            while True:
+                for line in self.lines[seen:]:
+                    m = regex.search(line)
+                    if m:
+                        return m
+                seen = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no log line like {pattern!r}; log:\n" + "\n".join(self.lines[-40:]))
+                self._new_line.wait(remaining)
+
+    def log_mark(self) -> int:
+        return len(self.lines)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def channels(self) -> dict[str, dict]:
+        return {c["id"]: c for c in requests.get(self.url("/channels"), timeout=5).json()}
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            kids = self.supervisor.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        self.seen_pids.update(k.pid for k in kids)
+        return kids
+
+    def ffmpegs(self) -> list[psutil.Process]:
+        out = []
+        for p in self.descendants():
+            try:
+                if "ffmpeg" in p.name() and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def wait_idle(self, timeout: float = 5) -> None:
+        """Every channel idle (or failed), no worker and no ffmpeg left."""
+        def idle():
+            kids = [p for p in self.descendants() if p.pid != self.front.pid]
+            states = {c["state"] for c in self.channels().values()}
+            return not kids and states <= {"idle", "failed"}
+        wait_until(idle, timeout, "all channels idle and no worker left")
+
+    def fd_counts(self) -> tuple[int, int]:
+        return fd_count(self.supervisor.pid), fd_count(self.front.pid)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.descendants()
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._reader.join(timeout=5)
+        return code
+
+    def assert_nothing_left(self) -> None:
+        def gone():
+            return not [p for p in self.seen_pids if psutil.pid_exists(p)
+                        and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        wait_until(gone, 5, f"no process of the service left (pids {sorted(self.seen_pids)})")
+
+
+def write_config(tmp_path: Path, max_lag: float = 4.0, extra: str = "", extra_top: str = "") -> Path:
+    path = tmp_path / "retrovue-air.toml"
+    path.write_text(TEST_CONFIG.format(max_lag=max_lag, extra=extra, extra_top=extra_top))
+    return path
+
+
+class RawViewer:
+    """A viewer on a plain socket: sends GET, reads the response head, then stream bytes."""
+
+    def __init__(self, service: Service, channel: str = "1", rcvbuf: int | None = None):
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(15)
+        self.sock.connect(("127.0.0.1", service.port))
+        self.sock.sendall(f"GET /channels/{channel}.ts HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        self.head = b""
+        self.body = bytearray()
+
+    def read_head(self) -> bytes:
+        while b"\r\n\r\n" not in self.head:
+            data = self.sock.recv(4096)
+            if not data:
+                raise AssertionError(f"closed before the head: {self.head!r}")
+            self.head += data
+        self.head, _, rest = self.head.partition(b"\r\n\r\n")
+        self.body += rest
+        return self.head
+
+    def read_body(self, n: int) -> bytes:
+        if not self.head.startswith(b"HTTP/"):
+            self.read_head()
+        while len(self.body) < n:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"stream closed after {len(self.body)} bytes")
+            self.body += data
+        return bytes(self.body[:n])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def assert_aligned_ts(data: bytes) -> None:
+    assert len(data) >= 188 * 2, len(data)
+    bad = [i for i in range(0, len(data) - len(data) % 188, 188) if data[i] != 0x47]
+    assert not bad, f"sync byte missing at offsets {bad[:5]}"

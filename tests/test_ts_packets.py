@@ -1,0 +1,407 @@
+"""http_front.ts_packets against real ffmpeg MPEG-TS output.
+
+ffprobe's packet positions serve as the independent keyframe oracle, and
+ffmpeg itself decodes what a joining viewer would receive.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from http_front.ts_packets import (
+    MAX_RANDOM_ACCESS_POINTS,
+    TS_PACKET_SIZE,
+    JoinPoint,
+    TsScanner,
+    continuity_errors,
+    packet_pids,
+)
+
+FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
+FFPROBE = shutil.which("ffprobe") or "/usr/bin/ffprobe"
+
+pytestmark = pytest.mark.skipif(
+    not (Path(FFMPEG).exists() and Path(FFPROBE).exists()), reason="needs ffmpeg and ffprobe"
+)
+
+P = TS_PACKET_SIZE
+SOURCES = [
+    "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+]
+X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-sc_threshold", "0", "-b:v", "800k"]
+AAC = ["-c:a", "aac", "-b:a", "96k"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    data: bytes
+    keyframes: list[int]  # ffprobe: byte positions of video keyframe packets
+    video_packets: list[int]  # ffprobe: byte positions of all video packets
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _probe(path: Path) -> tuple[list[int], list[int]]:
+    out = subprocess.run(
+        [FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pos,flags",
+         "-of", "csv=p=0", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    rows = [line.split(",") for line in out]
+    return [int(r[0]) for r in rows if "K" in r[1]], [int(r[0]) for r in rows]
+
+
+def _strip_rai(data: bytes) -> bytes:
+    """Clear every random_access_indicator so only the PES/NAL inspection can find keyframes."""
+    out = bytearray(data)
+    for i in range(0, len(out), P):
+        if out[i + 3] & 0x20 and out[i + 4]:
+            out[i + 5] &= ~0x40 & 0xFF
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Sample]:
+    d = tmp_path_factory.mktemp("ts")
+    _ffmpeg(*SOURCES, "-t", "6", *X264, "-g", "25", "-keyint_min", "25", *AAC, "-f", "mpegts", str(d / "gop25.ts"))
+    # -c copy remux in CBR mode: adds null packets, PCR-only adaptation packets
+    # and SDTs between the PMT and the keyframes.
+    _ffmpeg("-i", str(d / "gop25.ts"), "-c", "copy", "-muxrate", "1500k", "-f", "mpegts", str(d / "cbr-remux.ts"))
+    # All-intra: ffmpeg forces PAT/PMT only before a keyframe that follows a
+    # non-keyframe, so most joins here need spliced PAT/PMT copies.
+    _ffmpeg(*SOURCES, "-t", "4", *X264, "-g", "1", *AAC, "-f", "mpegts", str(d / "all-intra.ts"))
+    _ffmpeg(*SOURCES, "-t", "6", *X264, "-g", "250", "-keyint_min", "250", *AAC, "-f", "mpegts", str(d / "gop250.ts"))
+    names = ["gop25", "cbr-remux", "all-intra", "gop250"]
+    encoders = subprocess.run([FFMPEG, "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    if "libx265" in encoders:
+        _ffmpeg(*SOURCES, "-t", "3", "-c:v", "libx265", "-preset", "ultrafast",
+                "-x265-params", "keyint=25:min-keyint=25:scenecut=0:open-gop=0:log-level=error",
+                *AAC, "-f", "mpegts", str(d / "hevc.ts"))
+        names.append("hevc")
+    samples = {name: Sample((d / f"{name}.ts").read_bytes(), *_probe(d / f"{name}.ts")) for name in names}
+    for name in ("gop25", "hevc"):
+        if name in samples:
+            s = samples[name]
+            samples[f"{name}-no-rai"] = Sample(_strip_rai(s.data), s.keyframes, s.video_packets)
+    return samples
+
+
+GOP_STREAMS = ["gop25", "cbr-remux", "all-intra", "gop25-no-rai", "hevc", "hevc-no-rai"]
+
+
+def _sample(streams: dict[str, Sample], name: str) -> Sample:
+    if name not in streams:
+        pytest.skip(f"{name} not available (no libx265?)")
+    return streams[name]
+
+
+def _scan(data: bytes) -> TsScanner:
+    scanner = TsScanner()
+    scanner.feed(data, 0)
+    return scanner
+
+
+def _scan_chunked(data: bytes, rng: random.Random) -> TsScanner:
+    """Feed like the front does: memoryviews into a mutable buffer, odd sizes, some 1-byte reads."""
+    scanner = TsScanner()
+    ring = bytearray(data)
+    view = memoryview(ring)
+    pos = 0
+    while pos < len(data):
+        size = rng.choice([1, 2, 187, 189, rng.randint(1, 400), rng.randint(1, 20000)])
+        scanner.feed(view[pos : pos + size], pos)
+        pos += min(size, len(data) - pos)
+    return scanner
+
+
+def _video_pid(data: bytes) -> int:
+    pid = _scan(data[: 20 * P]).video_pid
+    assert pid is not None
+    return pid
+
+
+def _first_video_payload(body: bytes, video_pid: int) -> int:
+    """Index in `body` of the first packet carrying video payload."""
+    for i in range(0, len(body), P):
+        if ((body[i + 1] & 0x1F) << 8 | body[i + 2]) == video_pid and body[i + 3] & 0x10:
+            return i
+    raise AssertionError("no video payload in body")
+
+
+def _expected_keyframe(keyframes: list[int], oldest: int, newest: int) -> int | None:
+    in_range = [k for k in keyframes if oldest <= k < newest]
+    return in_range[-1] if in_range else None
+
+
+def _check_keyframe_join(sample: Sample, jp: JoinPoint, oldest: int, newest: int, pmt_pid: int) -> bytes:
+    """Structural checks on what the viewer receives; returns prefix + stream from the cursor."""
+    data = sample.data
+    assert jp.at_keyframe
+    assert oldest <= jp.offset < newest and jp.offset % P == 0
+    assert len(jp.prefix) in (0, 2 * P)
+    body = jp.prefix + data[jp.offset :]
+    pids = packet_pids(body)
+    assert pids[:2] == [0, pmt_pid]
+    first = _first_video_payload(body, _video_pid(data))
+    assert body[first + 1] & 0x40, "first video payload must start a PES"
+    stream_pos = jp.offset + first - len(jp.prefix)
+    assert stream_pos == _expected_keyframe(sample.keyframes, oldest, newest)
+    assert continuity_errors(body) == []
+    return body
+
+
+def _decode(body: bytes) -> tuple[int, str]:
+    """(video frames decoded, stderr) by ffmpeg at -v error."""
+    run = subprocess.run(
+        [FFMPEG, "-hide_banner", "-v", "error", "-f", "mpegts", "-i", "-", "-map", "0:v:0", "-f", "framemd5", "-"],
+        input=body, capture_output=True, check=True,
+    )
+    frames = sum(1 for line in run.stdout.decode().splitlines() if line and not line.startswith("#"))
+    return frames, run.stderr.decode()
+
+
+def _ffmpeg_cc_complaints(body: bytes) -> list[str]:
+    run = subprocess.run(
+        [FFMPEG, "-hide_banner", "-v", "debug", "-f", "mpegts", "-i", "-", "-map", "0", "-c", "copy", "-f", "null", "-"],
+        input=body, capture_output=True,
+    )
+    return [line for line in run.stderr.decode(errors="replace").splitlines() if "Continuity check failed" in line]
+
+
+# -- basics ------------------------------------------------------------------
+
+
+def test_none_until_pat_and_pmt_seen(streams: dict[str, Sample]) -> None:
+    data = streams["gop25"].data
+    assert packet_pids(data[: 4 * P])[:3] == [0x11, 0, 0x1000]  # SDT, PAT, PMT, keyframe
+    scanner = TsScanner()
+    assert scanner.join_point(0, 0) is None
+    scanner.feed(data[: 2 * P], 0)  # SDT + PAT
+    assert scanner.join_point(0, 2 * P) is None
+    scanner.feed(data[2 * P : 3 * P + 10], 2 * P)  # PMT + a sliver of the keyframe packet
+    jp = scanner.join_point(0, 3 * P)
+    assert jp is not None and not jp.at_keyframe
+    assert jp.offset == 3 * P and packet_pids(jp.prefix) == [0, 0x1000]
+    scanner.feed(data[3 * P + 10 : 4 * P], 3 * P + 10)
+    assert scanner.join_point(0, 4 * P) == JoinPoint(b"", P, True)
+
+
+def test_feed_contract() -> None:
+    scanner = TsScanner()
+    with pytest.raises(ValueError):
+        scanner.feed(b"\x47" + bytes(187), 100)  # not packet-aligned
+    scanner.feed(b"\x47\x1f\xff\x10" + bytes(184), 188 * 5)  # attaching mid-stream is fine
+    with pytest.raises(ValueError):
+        scanner.feed(b"\x47\x1f\xff\x10" + bytes(184), 188 * 7)  # gap
+
+
+@pytest.mark.parametrize("name", GOP_STREAMS + ["gop250"])
+def test_random_access_points_match_ffprobe(streams: dict[str, Sample], name: str) -> None:
+    sample = _sample(streams, name)
+    scanner = _scan(sample.data)
+    assert scanner.pmt_pid == 0x1000 and scanner.video_pid == _video_pid(sample.data)
+    assert scanner.random_access_points == sample.keyframes[-MAX_RANDOM_ACCESS_POINTS:]
+    assert scanner.sync_errors == 0
+
+
+@pytest.mark.parametrize("name", GOP_STREAMS + ["gop250"])
+def test_chunked_feed_matches_whole_feed(streams: dict[str, Sample], name: str) -> None:
+    sample = _sample(streams, name)
+    whole = _scan(sample.data)
+    rng = random.Random(name)
+    chunked = _scan_chunked(sample.data, rng)
+    packets = len(sample.data) // P
+    windows = [(0, len(sample.data))]
+    for _ in range(60):
+        a, b = sorted(rng.randrange(packets + 1) for _ in range(2))
+        windows.append((a * P, b * P))
+    assert chunked.random_access_points == whole.random_access_points
+    assert [chunked.join_point(*w) for w in windows] == [whole.join_point(*w) for w in windows]
+
+
+def test_attach_mid_stream(streams: dict[str, Sample]) -> None:
+    sample = streams["gop25"]
+    start = (sample.keyframes[2] // P - 50) * P
+    scanner = TsScanner()
+    scanner.feed(sample.data[start:], start)
+    assert scanner.random_access_points == [k for k in sample.keyframes if k >= start]
+
+
+# -- keyframe joins ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", GOP_STREAMS)
+def test_join_starts_with_pat_pmt_then_latest_keyframe(streams: dict[str, Sample], name: str) -> None:
+    sample = _sample(streams, name)
+    scanner = _scan_chunked(sample.data, random.Random(1))
+    rng = random.Random(name)
+    first_kf = sample.keyframes[-MAX_RANDOM_ACCESS_POINTS]  # older ones are forgotten by design
+    packets = len(sample.data) // P
+    checked = 0
+    for _ in range(80):
+        oldest = rng.randrange(first_kf // P, packets) * P
+        newest = rng.choice([len(sample.data), rng.randrange(oldest // P + 1, packets + 1) * P])
+        jp = scanner.join_point(oldest, newest)
+        assert jp is not None
+        if _expected_keyframe(sample.keyframes, oldest, newest) is None:
+            assert not jp.at_keyframe and jp.offset == newest
+            continue
+        _check_keyframe_join(sample, jp, oldest, newest, scanner.pmt_pid or -1)
+        checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("name", GOP_STREAMS)
+def test_ffmpeg_decodes_joined_stream_from_first_frame(streams: dict[str, Sample], name: str) -> None:
+    sample = _sample(streams, name)
+    scanner = _scan(sample.data)
+    keyframes = sample.keyframes[-MAX_RANDOM_ACCESS_POINTS:]
+    picks = [keyframes[1], keyframes[len(keyframes) // 2], keyframes[-1]]
+    if name == "all-intra":  # make sure spliced prefixes get decoded too
+        picks += [k for k in keyframes if scanner.join_point(k, len(sample.data)).prefix][:2]
+    for kf in picks:
+        jp = scanner.join_point(kf - P, len(sample.data))  # oldest just before: this keyframe is the target
+        assert jp is not None
+        body = _check_keyframe_join(sample, jp, kf - P, len(sample.data), 0x1000)
+        frames, stderr = _decode(body)
+        assert stderr == ""
+        # Every frame from the keyframe on must come out: nothing dropped for a missing reference.
+        assert frames == sum(1 for pos in sample.video_packets if pos >= kf)
+        assert _ffmpeg_cc_complaints(body) == []
+
+
+@pytest.mark.parametrize("name", ["gop25", "cbr-remux", "hevc"])
+def test_ffmpeg_emits_pat_pmt_before_each_keyframe_so_no_splice(streams: dict[str, Sample], name: str) -> None:
+    sample = _sample(streams, name)
+    data = sample.data
+    scanner = _scan(data)
+    video_pid = _video_pid(data)
+    for kf in sample.keyframes[1:]:
+        jp = scanner.join_point(kf - 20 * P, len(data))
+        assert jp is not None and jp.prefix == b"" and jp.offset < kf
+        pids = packet_pids(data[jp.offset : kf])
+        assert pids[:2] == [0, 0x1000]
+        between = [
+            pid for i, pid in zip(range(jp.offset, kf, P), pids)
+            if pid == video_pid and data[i + 3] & 0x10  # video payload before the keyframe
+        ]
+        assert between == []
+
+
+def test_all_intra_prefix_copies_line_up_with_next_pat_pmt(streams: dict[str, Sample]) -> None:
+    data = streams["all-intra"].data
+    scanner = _scan(data)
+    spliced = 0
+    for kf in streams["all-intra"].keyframes[-MAX_RANDOM_ACCESS_POINTS:]:
+        jp = scanner.join_point(kf, len(data))
+        assert jp is not None and jp.offset == kf
+        if not jp.prefix:
+            continue
+        spliced += 1
+        for copy_at, pid in ((0, 0), (P, 0x1000)):
+            copy = jp.prefix[copy_at : copy_at + P]
+            later = next(i for i in range(kf, len(data), P) if packet_pids(data[i : i + P]) == [pid])
+            previous = max(i for i in range(0, kf, P) if packet_pids(data[i : i + P]) == [pid])
+            assert (copy[3] & 0x0F) == ((data[later + 3] & 0x0F) - 1) & 0x0F
+            assert copy == data[previous : previous + P]  # content unchanged (single-packet tables)
+    assert spliced >= 30  # ffmpeg forced PAT/PMT only before the first of the run of keyframes
+
+
+def test_newest_bounds_the_choice(streams: dict[str, Sample]) -> None:
+    sample = streams["gop25"]
+    scanner = _scan(sample.data)
+    k1, k2 = sample.keyframes[1], sample.keyframes[2]
+    assert scanner.join_point(0, k2).offset == k1 - 2 * P  # the PAT right before k1
+    assert scanner.join_point(0, k2 + P).offset == k2 - 2 * P
+    # The clean PAT+PMT start is older than the buffer: splice copies instead.
+    jp = scanner.join_point(k2 - P, len(sample.data))
+    assert jp.offset == sample.keyframes[-1] - 2 * P
+    jp = scanner.join_point(sample.keyframes[-1] - P, len(sample.data))
+    assert jp.offset == sample.keyframes[-1] and packet_pids(jp.prefix) == [0, 0x1000]
+    assert continuity_errors(jp.prefix + sample.data[jp.offset :]) == []
+
+
+def test_memory_is_bounded_and_forget_before(streams: dict[str, Sample]) -> None:
+    sample = streams["all-intra"]
+    assert len(sample.keyframes) > MAX_RANDOM_ACCESS_POINTS
+    scanner = _scan(sample.data)
+    assert len(scanner.random_access_points) == MAX_RANDOM_ACCESS_POINTS
+    cut = sample.keyframes[-10]
+    before = scanner.join_point(cut, sample.keyframes[-5])
+    scanner.forget_before(cut)
+    assert scanner.random_access_points == sample.keyframes[-10:]
+    assert scanner.join_point(cut, sample.keyframes[-5]) == before
+    assert scanner.join_point(0, cut + P).offset in (cut, cut - 2 * P)
+
+
+# -- fallback ----------------------------------------------------------------
+
+
+def test_fallback_without_keyframe_in_range(streams: dict[str, Sample]) -> None:
+    sample = streams["gop250"]
+    data = sample.data
+    assert len(sample.keyframes) == 1
+    scanner = _scan_chunked(data, random.Random(7))
+    assert scanner.join_point(0, len(data)).at_keyframe
+    rng = random.Random(250)
+    packets = len(data) // P
+    for _ in range(25):
+        oldest = rng.randrange(sample.keyframes[0] // P + 1, packets) * P
+        newest = rng.randrange(oldest // P, packets + 1) * P
+        jp = scanner.join_point(oldest, newest)
+        assert jp is not None and not jp.at_keyframe
+        assert jp.offset == newest
+        assert packet_pids(jp.prefix) == [0, 0x1000]
+        # The copies' CCs must match the PAT/PMT that were current *at newest*,
+        # not the newest ones fed, or the next real PAT/PMT is a CC error.
+        body = jp.prefix + data[newest:]
+        assert continuity_errors(body) == []
+    mid = (packets // 2) * P
+    body = scanner.join_point(mid, mid).prefix + data[mid:]
+    assert continuity_errors(body) == [] and _ffmpeg_cc_complaints(body) == []
+
+
+# -- continuity_errors -------------------------------------------------------
+
+
+def test_continuity_errors_reports_real_problems(streams: dict[str, Sample]) -> None:
+    data = streams["gop25"].data
+    assert continuity_errors(data) == []
+    assert continuity_errors(streams["cbr-remux"].data) == []  # adaptation-only PCR packets keep their CC
+    packets = [data[i : i + P] for i in range(0, len(data), P)]
+    video_pid = _video_pid(data)
+    vid = [i for i, p in enumerate(packets) if packet_pids(p) == [video_pid]]
+
+    dropped = packets[: vid[100]] + packets[vid[100] + 1 :]
+    errors = continuity_errors(b"".join(dropped))
+    assert len(errors) == 1 and f"pid {video_pid:#x}" in errors[0]
+
+    once = packets[: vid[100]] + [packets[vid[100]]] + packets[vid[100] :]
+    assert continuity_errors(b"".join(once)) == []  # one duplicate is legal
+    twice = packets[: vid[100]] + [packets[vid[100]]] * 2 + packets[vid[100] :]
+    assert len(continuity_errors(b"".join(twice))) == 1
+
+    # Drop the packet before the keyframe at index k; its adaptation field can
+    # carry discontinuity_indicator, which makes the gap legal.
+    k = next(i for i in vid if i > vid[100] and packets[i][3] & 0x20 and packets[i][4])
+    gap = packets[: k - 1] + packets[k:]
+    assert len(continuity_errors(b"".join(gap))) >= 1
+    marked = bytearray(packets[k])
+    marked[5] |= 0x80
+    gap_marked = packets[: k - 1] + [bytes(marked)] + packets[k + 1 :]
+    assert [e for e in continuity_errors(b"".join(gap_marked)) if f"pid {video_pid:#x}" in e] == []
+
+    cbr = streams["cbr-remux"].data
+    af_only = next(i for i in range(0, len(cbr), P) if packet_pids(cbr[i : i + P]) == [video_pid] and not cbr[i + 3] & 0x10)
+    broken = bytearray(cbr)
+    broken[af_only + 3] ^= 0x01
+    assert any("without payload" in e for e in continuity_errors(bytes(broken)))
