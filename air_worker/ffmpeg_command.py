@@ -77,6 +77,10 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
         cmd += ["-map", "0:v:0", "-map", "0:a:0?", "-af", "aresample=async=1"]
     else:
         raise TypeError(f"unknown source {source!r}")
+    if not channel.transcode:
+        # Already H.264 + AAC: remux only. Its keyframes are wherever the source put them.
+        return cmd[: cmd.index("-map")] + ["-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
+                                             "-f", "mpegts", "pipe:1"]
     kbps = channel.video_kbps
     cmd += [
         "-vf", video_filter,

@@ -26,7 +26,8 @@ from retrovue_air.config import Config
 from . import responses, routes
 from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
                                 StopStream)
-from .stream_buffer import StreamBuffer
+from .stream_buffer import TS_PACKET, StreamBuffer
+from .ts_packets import TsScanner
 from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
@@ -45,6 +46,8 @@ class Channel:
         self.stream_sock: socket.socket | None = None
         self.stream_id: int | None = None  # the stream stream_sock carries
         self.buffer: StreamBuffer | None = None
+        self.scanner: TsScanner | None = None  # where in the buffer a late joiner can start
+        self.said_no_keyframe = False
         self.flush_deadline: float | None = None
         self.blocked: set[Viewer] = set()  # watching viewers waiting for writability
         self.viewers: dict[Viewer, None] = {}  # watching viewers, in arrival order
@@ -303,12 +306,18 @@ class Front:
         channel.stream_id = None
         channel.flush_deadline = None
         channel.buffer = None  # viewers of a closed stream are gone by now
+        channel.scanner = None
 
     def admit(self, channel: Channel, viewer: Viewer, from_start: bool) -> None:
         buffer = channel.buffer
         viewer.phase = Phase.WATCHING
         viewer.pending = responses.stream_head()
-        viewer.cursor = buffer.oldest if from_start else buffer.published
+        if from_start:
+            viewer.cursor = 0
+        elif channel.config.join == "live":
+            viewer.cursor = buffer.published
+        else:
+            self.join_at_keyframe(channel, viewer)
         # The kernel would otherwise grow a stalled viewer's send buffer to megabytes
         # (seconds of stream) before our cursor fell behind at all.
         sndbuf = max(32 * 1024, channel.config.bytes_per_second // 2)
@@ -318,6 +327,25 @@ class Front:
             pass
         channel.viewers[viewer] = None
         self.pump(viewer)
+
+    def join_at_keyframe(self, channel: Channel, viewer: Viewer) -> None:
+        """Start a late joiner at PAT, PMT and the latest GOP still in the buffer.
+
+        Its cursor simply starts further back in the shared buffer; the only bytes of
+        its own are a PAT/PMT prefix, and only where the stream lacks them there.
+        """
+        buffer = channel.buffer
+        oldest = -(-buffer.oldest // TS_PACKET) * TS_PACKET
+        point = channel.scanner.join_point(oldest, buffer.published)
+        if point is None:
+            viewer.cursor = buffer.published
+            return
+        viewer.cursor = point.offset
+        viewer.pending += point.prefix
+        if not point.at_keyframe and not channel.said_no_keyframe:
+            channel.said_no_keyframe = True
+            log.warning("channel %s: no keyframe in the buffer; late joiners start at PAT/PMT "
+                        "without one (does the source set keyframes?)", channel.id)
 
     # Messages from the supervisor and the workers
 
@@ -377,6 +405,7 @@ class Front:
         channel.stream_id = message.stream
         capacity = max(MIN_BUFFER, int(2 * self.config.max_lag_seconds * channel.config.bytes_per_second))
         channel.buffer = StreamBuffer(capacity)
+        channel.scanner = TsScanner()
         self.sel.register(sock, selectors.EVENT_READ, ("stream", channel))
 
     # The stream
@@ -400,6 +429,7 @@ class Front:
                 self.close_stream(channel)
                 self.carry_out(channel, channel.lifecycle.stream_ended(stream))
                 return
+            channel.scanner.feed(space[:n], buffer.end)
             buffer.wrote(n, now)
             if n < len(space):
                 break

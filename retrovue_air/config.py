@@ -45,6 +45,8 @@ class Channel:
     height: int = 360
     fps: int = 25
     keyframe_seconds: float = 1.0
+    join: str = "keyframe"  # where a late joiner starts: the latest keyframe, or the live edge
+    transcode: bool = True  # False: a source that is already H.264/AAC MPEG-TS goes out as is (-c copy)
 
     @property
     def bytes_per_second(self) -> int:
@@ -110,7 +112,8 @@ class _Validator:
 
     TOP_KEYS = {"listen", "max_lag_seconds", "flush_interval_ms", "channel"}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
-                    "audio_kbps", "width", "height", "fps", "keyframe_seconds"}
+                    "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
+                    "transcode"}
 
     def __init__(self, text: str, path: str):
         self.lines = text.splitlines()
@@ -209,6 +212,15 @@ class _Validator:
             if kf > 2:
                 raise self.error("keyframe_seconds", "at most 2 (late joiners wait for a keyframe)", i)
             numbers["keyframe_seconds"] = kf
+        if "join" in t:
+            join = self.typed(t, "join", str, i)
+            if join not in ("keyframe", "live"):
+                raise self.error("join", f"unknown join mode {join!r} (keyframe, live)", i)
+            numbers["join"] = join
+        if "transcode" in t:
+            if kind != "files":
+                raise self.error("transcode", "only for source = \"files\"", i)
+            numbers["transcode"] = self.typed(t, "transcode", bool, i)
         return Channel(id=channel_id, name=name, source=source, **numbers)
 
     def media_paths(self, t: dict[str, Any], i: int) -> tuple[str, ...]:

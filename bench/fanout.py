@@ -1,0 +1,109 @@
+"""Fan-out cost: CPU-seconds of the front per GB delivered to N full-rate viewers.
+
+Side by side in one run, against a bare Python loop that sends 64 KiB slices of one
+buffer to the same number of readers at the same rate (the floor for Python code).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import time
+
+import psutil
+
+from .readers import Readers
+from .service import running_service
+
+CHANNEL = """
+[[channel]]
+id = "bench"
+name = "Bench"
+source = "test-pattern"
+video_kbps = 1900
+audio_kbps = 128
+"""
+
+
+def cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+def measure_front(viewers: int, seconds: float) -> dict:
+    with running_service(CHANNEL, max_lag=4.0) as svc:
+        readers = Readers("127.0.0.1", svc.port, "/channels/bench.ts", viewers)
+        try:
+            readers.run_for(3.0)  # warm up: everyone admitted, ffmpeg at steady state
+            front = svc.front
+            b0, c0, per0 = readers.total(), cpu(front), readers.snapshot()
+            t0 = time.monotonic()
+            readers.run_for(seconds)
+            elapsed = time.monotonic() - t0
+            b1, c1, per1 = readers.total(), cpu(front), readers.snapshot()
+        finally:
+            readers.close()
+        rates = sorted((b - a) / elapsed for a, b in zip(per0, per1))
+        gb = (b1 - b0) / 1e9
+        return {"viewers": viewers, "seconds": round(elapsed, 2), "gb": round(gb, 3),
+                "front_cpu_s": round(c1 - c0, 3), "front_s_per_gb": round((c1 - c0) / gb, 3),
+                "viewer_rate_min_kbps": round(rates[0] * 8 / 1000), "viewer_rate_median_kbps": round(rates[len(rates) // 2] * 8 / 1000),
+                "dropped": readers.closed}
+
+
+def bare_loop_child(listener: socket.socket, viewers: int, rate: float, seconds: float) -> None:
+    conns = []
+    while len(conns) < viewers:
+        c, _ = listener.accept()
+        c.recv(4096)
+        c.setblocking(False)
+        conns.append(c)
+    chunk = memoryview(bytes(65536))
+    interval = len(chunk) / rate
+    end = time.monotonic() + seconds
+    next_send = time.monotonic()
+    pending = {c: 0 for c in conns}
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if now < next_send:
+            time.sleep(next_send - now)
+        next_send += interval
+        for c in conns:
+            try:
+                c.send(chunk)
+            except (BlockingIOError, OSError):
+                pending[c] += 1
+    os._exit(0)
+
+
+def measure_bare_loop(viewers: int, seconds: float, rate: float) -> dict:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    port = listener.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:
+        bare_loop_child(listener, viewers, rate, seconds + 5)
+    listener.close()
+    proc = psutil.Process(pid)
+    readers = Readers("127.0.0.1", port, "/", viewers)
+    try:
+        readers.run_for(2.0)
+        b0, c0 = readers.total(), cpu(proc)
+        t0 = time.monotonic()
+        readers.run_for(seconds)
+        elapsed = time.monotonic() - t0
+        b1, c1 = readers.total(), cpu(proc)
+    finally:
+        readers.close()
+        os.waitpid(pid, 0)
+    gb = (b1 - b0) / 1e9
+    return {"viewers": viewers, "seconds": round(elapsed, 2), "gb": round(gb, 3),
+            "cpu_s": round(c1 - c0, 3), "s_per_gb": round((c1 - c0) / gb, 3)}
+
+
+def run(viewers: int = 1000, seconds: float = 15.0) -> dict:
+    front = measure_front(viewers, seconds)
+    rate = (1900 + 128) * 1000 / 8 * 1.05
+    bare = measure_bare_loop(viewers, seconds, rate)
+    return {"front": front, "bare_python_loop_64k": bare,
+            "ratio_front_to_bare": round(front["front_s_per_gb"] / bare["s_per_gb"], 2)}
