@@ -12,13 +12,14 @@ and what this module relies on:
 * Before the first TS packet of a video keyframe PES, the muxer forces a
   PAT+PMT retransmission (``force_pat``) -- but only when the *previous* video
   frame was not a keyframe (``!prev_payload_key``).  So for ordinary GOPs the
-  stream already reads ``PAT PMT [PCR-only/null packets] keyframe`` and a viewer
+  stream already reads ``PAT PMT [PCR-only/null/SDT packets] keyframe`` and a viewer
   can start exactly at that PAT with no spliced bytes.  For all-intra video
   (``-g 1``) only the periodic (~100 ms) PAT/PMT exist, so we must prepend
   copies.
 * It sets ``random_access_indicator`` on the keyframe's first packet, and with
-  ``-muxrate`` (CBR) it puts adaptation-only PCR packets and null packets
-  between the PMT and the keyframe.
+  ``-muxrate`` (CBR) it puts adaptation-only PCR packets, null packets and
+  sometimes an SDT between the PMT and the keyframe.  ``-c copy`` remuxing
+  (same settings) reproduces the input byte for byte.
 * PAT/PMT are also retransmitted *inside* a video PES (the muxer checks the
   period before every TS packet), so "the current PAT" must be tracked per
   offset, not per frame.
@@ -41,12 +42,14 @@ LAST_SI_PID = 0x1F
 # of buffer; all-intra streams simply keep the newest 64, which is still plenty
 # to pick "the most recent one".
 MAX_RANDOM_ACCESS_POINTS = 64
-# PAT/PMT snapshots for the fallback join (ffmpeg sends ~20 PSI packets/s).
+# PAT/PMT snapshots for the fallback join, one per PSI packet (ffmpeg sends
+# ~20/s, so ~12 s); the fallback only needs the one current at `newest`.
 MAX_PSI_HISTORY = 256
-# How many TS packets of a video PES we scan for the first VCL NAL unit when
-# the muxer did not set random_access_indicator.  SPS/VPS come first in
-# practice, so this only matters for exotic encoders with big leading SEIs.
-MAX_SCAN_PACKETS = 8
+# How many TS packets of a video PES we scan for the first picture NAL unit
+# when the muxer did not set random_access_indicator.  x265 repeats a ~2.3 KB
+# settings SEI before every IRAP picture (~14 packets in); past this limit the
+# parameter sets seen so far decide.
+MAX_SCAN_PACKETS = 24
 # A PAT or PMT section is at most 1024 bytes, i.e. 6 TS packets.
 MAX_PSI_PACKETS = 8
 
@@ -154,7 +157,7 @@ class TsScanner:
         self._pmt = _Table()
         self._pat_packets: tuple[bytes, ...] | None = None
         self._pmt_packets: tuple[bytes, ...] | None = None
-        self._pat_bytes = b""  # payload of the last parsed PAT, to skip re-parsing
+        self._pat_bytes = b""  # last parsed PAT section, to skip re-parsing repeats
         self._pmt_bytes = b""
         self._pmt_pid: int | None = None
         self._video_pid: int | None = None
@@ -240,6 +243,13 @@ class TsScanner:
     def join_point(self, oldest: int, newest: int) -> JoinPoint | None:
         """The best place for a new viewer to start, using only stream bytes in [oldest, newest) (what the buffer still holds and has published; both packet-aligned).
         Preferred: the most recent video random-access point (GOP start) >= oldest, with PAT+PMT before it. Fallback when no keyframe is in range: the latest packet boundary <= newest preceded by PAT/PMT (prefix = current PAT+PMT), at_keyframe=False. None when nothing is known yet (no PAT/PMT seen).
+
+        Keyframe join: offset is the stream's own PAT when an unbroken PAT+PMT
+        run leads to the keyframe and lies in range (prefix b""); otherwise
+        offset is the keyframe packet and prefix holds PAT+PMT copies.
+        Fallback: offset == newest, prefix = PAT+PMT as they stood at `newest`.
+        Also None if `newest` is older than the retained PSI history.
+        Pure: does not change the scanner (use forget_before to trim).
         """
         for rap in reversed(self._raps):
             if rap.offset >= newest:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from http_front import ts_packets
 from http_front.ts_packets import (
     MAX_RANDOM_ACCESS_POINTS,
     TS_PACKET_SIZE,
@@ -228,6 +229,15 @@ def test_chunked_feed_matches_whole_feed(streams: dict[str, Sample], name: str) 
     assert [chunked.join_point(*w) for w in windows] == [whole.join_point(*w) for w in windows]
 
 
+@pytest.mark.parametrize("name", ["gop25-no-rai", "hevc-no-rai"])
+def test_parameter_sets_decide_when_the_picture_nal_is_out_of_reach(
+    streams: dict[str, Sample], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sample = _sample(streams, name)
+    monkeypatch.setattr(ts_packets, "MAX_SCAN_PACKETS", 1)
+    assert _scan(sample.data).random_access_points == sample.keyframes
+
+
 def test_attach_mid_stream(streams: dict[str, Sample]) -> None:
     sample = streams["gop25"]
     start = (sample.keyframes[2] // P - 50) * P
@@ -244,7 +254,7 @@ def test_join_starts_with_pat_pmt_then_latest_keyframe(streams: dict[str, Sample
     sample = _sample(streams, name)
     scanner = _scan_chunked(sample.data, random.Random(1))
     rng = random.Random(name)
-    first_kf = sample.keyframes[-MAX_RANDOM_ACCESS_POINTS]  # older ones are forgotten by design
+    first_kf = sample.keyframes[-MAX_RANDOM_ACCESS_POINTS:][0]  # older ones are forgotten by design
     packets = len(sample.data) // P
     checked = 0
     for _ in range(80):
@@ -267,11 +277,11 @@ def test_ffmpeg_decodes_joined_stream_from_first_frame(streams: dict[str, Sample
     keyframes = sample.keyframes[-MAX_RANDOM_ACCESS_POINTS:]
     picks = [keyframes[1], keyframes[len(keyframes) // 2], keyframes[-1]]
     if name == "all-intra":  # make sure spliced prefixes get decoded too
-        picks += [k for k in keyframes if scanner.join_point(k, len(sample.data)).prefix][:2]
+        picks += [k for k in keyframes if scanner.join_point(k, k + P).prefix][:2]
     for kf in picks:
-        jp = scanner.join_point(kf - P, len(sample.data))  # oldest just before: this keyframe is the target
+        jp = scanner.join_point(kf - P, kf + P)  # as if the buffer held just this keyframe
         assert jp is not None
-        body = _check_keyframe_join(sample, jp, kf - P, len(sample.data), 0x1000)
+        body = _check_keyframe_join(sample, jp, kf - P, kf + P, 0x1000)
         frames, stderr = _decode(body)
         assert stderr == ""
         # Every frame from the keyframe on must come out: nothing dropped for a missing reference.
@@ -285,8 +295,8 @@ def test_ffmpeg_emits_pat_pmt_before_each_keyframe_so_no_splice(streams: dict[st
     data = sample.data
     scanner = _scan(data)
     video_pid = _video_pid(data)
-    for kf in sample.keyframes[1:]:
-        jp = scanner.join_point(kf - 20 * P, len(data))
+    for previous_kf, kf in zip(sample.keyframes, sample.keyframes[1:]):
+        jp = scanner.join_point(previous_kf + P, kf + P)
         assert jp is not None and jp.prefix == b"" and jp.offset < kf
         pids = packet_pids(data[jp.offset : kf])
         assert pids[:2] == [0, 0x1000]
@@ -302,16 +312,17 @@ def test_all_intra_prefix_copies_line_up_with_next_pat_pmt(streams: dict[str, Sa
     scanner = _scan(data)
     spliced = 0
     for kf in streams["all-intra"].keyframes[-MAX_RANDOM_ACCESS_POINTS:]:
-        jp = scanner.join_point(kf, len(data))
+        jp = scanner.join_point(kf, kf + P)
         assert jp is not None and jp.offset == kf
         if not jp.prefix:
             continue
         spliced += 1
         for copy_at, pid in ((0, 0), (P, 0x1000)):
             copy = jp.prefix[copy_at : copy_at + P]
-            later = next(i for i in range(kf, len(data), P) if packet_pids(data[i : i + P]) == [pid])
+            later = next((i for i in range(kf, len(data), P) if packet_pids(data[i : i + P]) == [pid]), None)
             previous = max(i for i in range(0, kf, P) if packet_pids(data[i : i + P]) == [pid])
-            assert (copy[3] & 0x0F) == ((data[later + 3] & 0x0F) - 1) & 0x0F
+            if later is not None:
+                assert (copy[3] & 0x0F) == ((data[later + 3] & 0x0F) - 1) & 0x0F
             assert copy == data[previous : previous + P]  # content unchanged (single-packet tables)
     assert spliced >= 30  # ffmpeg forced PAT/PMT only before the first of the run of keyframes
 
@@ -390,15 +401,16 @@ def test_continuity_errors_reports_real_problems(streams: dict[str, Sample]) -> 
     twice = packets[: vid[100]] + [packets[vid[100]]] * 2 + packets[vid[100] :]
     assert len(continuity_errors(b"".join(twice))) == 1
 
-    # Drop the packet before the keyframe at index k; its adaptation field can
-    # carry discontinuity_indicator, which makes the gap legal.
+    # Drop the video packet before one with an adaptation field: a
+    # discontinuity_indicator there makes the gap legal.
     k = next(i for i in vid if i > vid[100] and packets[i][3] & 0x20 and packets[i][4])
-    gap = packets[: k - 1] + packets[k:]
-    assert len(continuity_errors(b"".join(gap))) >= 1
+    j = vid[vid.index(k) - 1]
+    gap = packets[:j] + packets[j + 1 :]
+    assert len(continuity_errors(b"".join(gap))) == 1
     marked = bytearray(packets[k])
     marked[5] |= 0x80
-    gap_marked = packets[: k - 1] + [bytes(marked)] + packets[k + 1 :]
-    assert [e for e in continuity_errors(b"".join(gap_marked)) if f"pid {video_pid:#x}" in e] == []
+    gap_marked = packets[:j] + packets[j + 1 : k] + [bytes(marked)] + packets[k + 1 :]
+    assert continuity_errors(b"".join(gap_marked)) == []
 
     cbr = streams["cbr-remux"].data
     af_only = next(i for i in range(0, len(cbr), P) if packet_pids(cbr[i : i + P]) == [video_pid] and not cbr[i + 3] & 0x10)
