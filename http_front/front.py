@@ -453,8 +453,27 @@ class Front:
         buffer = channel.buffer
         if buffer is None or not buffer.publish():
             return
+        # The hot path: most viewers are caught up, all at the same cursor, so they get
+        # the same slice of the ring with one send each. Anything else (a partial send,
+        # the ring's wrap, a pending head) takes the general path, pump().
+        end = buffer.published
+        sliced_at, piece = -1, None
         for viewer in list(channel.viewers):
-            if not viewer.blocked:
+            if viewer.blocked:
+                continue
+            if viewer.pending:
+                self.pump(viewer)
+                continue
+            if viewer.cursor != sliced_at:
+                sliced_at, piece = viewer.cursor, buffer.chunk(viewer.cursor)
+            try:
+                viewer.cursor += viewer.sock.send(piece)
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.close_viewer(viewer, "connection lost")
+                continue
+            if viewer.cursor != end:
                 self.pump(viewer)
         for viewer in list(channel.blocked):
             lag = buffer.lag(viewer.cursor - viewer.unsent_in_kernel(), now)

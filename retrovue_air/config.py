@@ -59,7 +59,7 @@ class Config:
     path: str
     listen: tuple[str, int] = ("127.0.0.1", 8000)
     max_lag_seconds: float = 4.0
-    flush_interval: float = 0.05
+    flush_interval: float = 0.2
     channels: tuple[Channel, ...] = field(default_factory=tuple)
 
     def channel(self, channel_id: str) -> Channel | None:
