@@ -41,7 +41,10 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str]) 
         raw_path = urlsplit(target.decode("ascii")).path
     except (UnicodeDecodeError, ValueError):
         return Refuse(400, "bad request target")
-    path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
+    try:
+        path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
+    except UnicodeDecodeError:
+        return Refuse(400, "bad request target")
     if "\0" in path:
         return Refuse(400, "bad request target")
     is_stream = path.startswith("/channels/") and path.endswith(".ts")

@@ -6,6 +6,7 @@ journal at 3 a.m. should not have to guess which of forty channels is wrong.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -179,8 +180,8 @@ class _Validator:
 
     def positive(self, table: dict, key: str, index: int | None, kind: type = float) -> Any:
         value = self.typed(table, key, kind, index)
-        if value <= 0:
-            raise self.error(key, "must be greater than 0", index)
+        if not math.isfinite(value) or value <= 0:
+            raise self.error(key, "must be greater than 0 (and finite)", index)
         return value
 
     def channel(self, t: dict[str, Any], i: int) -> Channel:

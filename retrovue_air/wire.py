@@ -92,7 +92,7 @@ def decode(data: bytes) -> Message:
             if type(value).__name__ != names[name]:
                 raise ProtocolError(f"{cls.__name__}.{name} is {type(value).__name__}")
         return cls(**obj)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise ProtocolError(f"undecodable message {data[:80]!r}: {e}") from None
 
 
