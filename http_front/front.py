@@ -23,7 +23,8 @@ from retrovue_air import wire
 from retrovue_air.config import Channel as ChannelConfig
 from retrovue_air.config import Config
 
-from . import responses, routes
+from . import metrics, responses, routes, status_page
+from .channel_stats import ChannelStats
 from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
                                 StopStream)
 from .stream_buffer import TS_PACKET, StreamBuffer
@@ -35,6 +36,16 @@ log = logging.getLogger("http_front")
 FLUSH_BYTES = 64 * 1024
 ACCEPTS_PER_WAKEUP = 64
 MIN_BUFFER = 4 * 1024 * 1024
+
+
+def host_of(request: h11.Request) -> str:
+    """The Host the viewer used (for absolute links in playlists), made safe to echo."""
+    for name, value in request.headers:
+        if name == b"host":
+            host = value.decode("ascii", "replace")
+            if all(c.isalnum() or c in ".-:[]" for c in host):
+                return host
+    return "127.0.0.1"
 
 
 class Channel:
@@ -51,6 +62,12 @@ class Channel:
         self.flush_deadline: float | None = None
         self.blocked: set[Viewer] = set()  # watching viewers waiting for writability
         self.viewers: dict[Viewer, None] = {}  # watching viewers, in arrival order
+        self.stats = ChannelStats()
+        self.start_requested_at: float | None = None
+        self.stop_requested_at: float | None = None
+
+    def bytes_out(self) -> int:
+        return self.stats.bytes_out_closed + sum(v.cursor - v.start_cursor for v in self.viewers)
 
     @property
     def id(self) -> str:
@@ -200,6 +217,16 @@ class Front:
         elif isinstance(r, routes.ChannelList):
             body = [c.summary() for c in self.channels.values()]
             self.respond(viewer, responses.json_body(200, body, head_only=r.head_only))
+        elif isinstance(r, routes.StatusPage):
+            page = status_page.render(self, host_of(request))
+            self.respond(viewer, responses.body(200, "text/html; charset=utf-8", page, r.head_only))
+        elif isinstance(r, routes.Metrics):
+            content_type, data = metrics.render(self)
+            self.respond(viewer, responses.body(200, content_type, data, r.head_only))
+        elif isinstance(r, routes.Playlist):
+            chosen = [self.channels[r.channel]] if r.channel else list(self.channels.values())
+            data = status_page.m3u(chosen, host_of(request))
+            self.respond(viewer, responses.body(200, "audio/x-mpegurl", data, r.head_only))
         elif r.head_only:
             self.respond(viewer, responses.stream_head())
         else:
@@ -253,7 +280,8 @@ class Front:
         if channel is None or viewer.phase is Phase.CLOSING:
             return
         channel.blocked.discard(viewer)
-        channel.viewers.pop(viewer, None)
+        if channel.viewers.pop(viewer, 0) is None:
+            channel.stats.bytes_out_closed += viewer.cursor - viewer.start_cursor
         if tune_out:
             log.info("channel %s: tune out %s: %s (%d viewers)", channel.id, viewer.peer, why,
                      channel.lifecycle.viewer_count - 1)
@@ -282,6 +310,8 @@ class Front:
 
     def request_stream(self, channel: Channel, stream: int) -> None:
         log.info("channel %s: starting stream %d", channel.id, stream)
+        channel.stats.streams_started += 1
+        channel.start_requested_at = time.monotonic()
         try:
             wire.send(self.control, wire.StartStream(channel.id, stream))
         except OSError as e:
@@ -291,6 +321,7 @@ class Front:
     def stop_stream(self, channel: Channel, stream: int) -> None:
         if stream not in self.stopped_streams:
             self.stopped_streams.add(stream)
+            channel.stop_requested_at = time.monotonic()
             try:
                 wire.send(self.inbox, wire.Stop(stream), wire.air_inbox_address(self.instance, stream))
             except OSError:
@@ -304,6 +335,7 @@ class Front:
             channel.stream_sock.close()
             channel.stream_sock = None
         channel.stream_id = None
+        channel.stats.live_since = None
         channel.flush_deadline = None
         channel.buffer = None  # viewers of a closed stream are gone by now
         channel.scanner = None
@@ -318,6 +350,7 @@ class Front:
             viewer.cursor = buffer.published
         else:
             self.join_at_keyframe(channel, viewer)
+        viewer.start_cursor = viewer.cursor
         # The kernel would otherwise grow a stalled viewer's send buffer to megabytes
         # (seconds of stream) before our cursor fell behind at all.
         sndbuf = max(32 * 1024, channel.config.bytes_per_second // 2)
@@ -370,6 +403,9 @@ class Front:
             if isinstance(message, wire.WorkerSpawned):
                 self.carry_out(channel, channel.lifecycle.worker_spawned(message.stream, message.pid))
             elif isinstance(message, wire.WorkerExited):
+                if message.stream in self.stopped_streams and channel.stop_requested_at is not None:
+                    channel.stats.teardown.observe(time.monotonic() - channel.stop_requested_at)
+                    channel.stop_requested_at = None
                 self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, message.status))
                 self.stopped_streams.discard(message.stream)
 
@@ -431,10 +467,14 @@ class Front:
                 return
             channel.scanner.feed(space[:n], buffer.end)
             buffer.wrote(n, now)
+            channel.stats.bytes_in += n
             if n < len(space):
                 break
         if first and buffer.end >= 188:
             buffer.publish()
+            channel.stats.live_since = now
+            if channel.start_requested_at is not None:
+                channel.stats.time_to_first_byte.observe(now - channel.start_requested_at)
             self.carry_out(channel, channel.lifecycle.first_bytes(channel.stream_id))
             return
         if buffer.unpublished >= FLUSH_BYTES:
@@ -480,6 +520,7 @@ class Front:
             if lag > self.config.max_lag_seconds:
                 log.warning("channel %s: dropping slow viewer %s: %.1f s behind (limit %.1f s)",
                             channel.id, viewer.peer, lag, self.config.max_lag_seconds)
+                channel.stats.viewers_dropped_slow += 1
                 self.close_viewer(viewer, "too slow")
 
     def drop_overrun(self, channel: Channel, destroyed_before: int) -> None:
@@ -487,6 +528,7 @@ class Front:
             if viewer.cursor < destroyed_before:
                 log.warning("channel %s: dropping slow viewer %s: the buffer moved past it",
                             channel.id, viewer.peer)
+                channel.stats.viewers_dropped_slow += 1
                 self.close_viewer(viewer, "too slow")
 
 

@@ -31,6 +31,11 @@ def text(status: int, body: str, headers: list[tuple[str, str]] | tuple = (), he
     return head(status, hdrs) + (b"" if head_only else data)
 
 
+def body(status: int, content_type: str, data: bytes, head_only: bool = False) -> bytes:
+    hdrs = [("Content-Type", content_type), ("Content-Length", str(len(data)))]
+    return head(status, hdrs) + (b"" if head_only else data)
+
+
 def json_body(status: int, obj: object, head_only: bool = False) -> bytes:
     data = (json.dumps(obj, indent=1) + "\n").encode()
     hdrs = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]

@@ -25,13 +25,29 @@ class Health:
 
 
 @dataclass(frozen=True)
+class StatusPage:
+    head_only: bool
+
+
+@dataclass(frozen=True)
+class Metrics:
+    head_only: bool
+
+
+@dataclass(frozen=True)
+class Playlist:
+    channel: str | None  # None: every channel
+    head_only: bool
+
+
+@dataclass(frozen=True)
 class Refuse:
     status: int
     text: str
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Route = Watch | ChannelList | Health | Refuse
+Route = Watch | ChannelList | Health | StatusPage | Metrics | Playlist | Refuse
 
 ALLOWED = (("Allow", "GET, HEAD"),)
 
@@ -48,7 +64,8 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str]) 
     if "\0" in path:
         return Refuse(400, "bad request target")
     is_stream = path.startswith("/channels/") and path.endswith(".ts")
-    known = path in ("/channels", "/healthz") or is_stream
+    is_playlist = path.startswith("/channels/") and path.endswith(".m3u")
+    known = path in ("/", "/channels", "/channels.m3u", "/healthz", "/metrics") or is_stream or is_playlist
     if method not in (b"GET", b"HEAD"):
         return Refuse(405, "method not allowed", ALLOWED) if known else Refuse(404, "not found")
     head_only = method == b"HEAD"
@@ -56,6 +73,17 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str]) 
         return Health(head_only)
     if path == "/channels":
         return ChannelList(head_only)
+    if path == "/":
+        return StatusPage(head_only)
+    if path == "/metrics":
+        return Metrics(head_only)
+    if path == "/channels.m3u":
+        return Playlist(None, head_only)
+    if is_playlist:
+        channel = path[len("/channels/"):-len(".m3u")]
+        if CHANNEL_ID.match(channel) and channel in channel_ids:
+            return Playlist(channel, head_only)
+        return Refuse(404, "no such channel")
     if is_stream:
         channel = path[len("/channels/"):-len(".ts")]
         if CHANNEL_ID.match(channel) and channel in channel_ids:

@@ -35,7 +35,7 @@ class Sent(enum.Enum):
 
 class Viewer:
     __slots__ = ("sock", "fd", "peer", "conn", "phase", "channel", "cursor", "pending",
-                 "blocked", "connected_at")
+                 "blocked", "connected_at", "start_cursor")
 
     def __init__(self, sock: socket.socket, peer: str, now: float):
         self.sock = sock
@@ -45,6 +45,7 @@ class Viewer:
         self.phase = Phase.REQUEST
         self.channel: str | None = None
         self.cursor = 0
+        self.start_cursor = 0  # where the cursor started: bytes sent = cursor - start_cursor
         self.pending = b""  # response head (and anything else) before the stream bytes
         self.blocked = False
         self.connected_at = now

@@ -44,7 +44,7 @@ def test_unknown_or_malformed_channel_ids_are_404_no_such_channel(target):
     assert route(b"GET", target, IDS | {"a" * 65}) == Refuse(404, "no such channel")
 
 
-@pytest.mark.parametrize("target", [b"/", b"/channels/1", b"/channels/1.ts/", b"/healthz/", b"/Channels/1.ts", b"*"])
+@pytest.mark.parametrize("target", [b"/channels/1", b"/channels/1.ts/", b"/healthz/", b"/Channels/1.ts", b"*"])
 def test_other_paths_are_404_not_found(target):
     assert route(b"GET", target, IDS) == Refuse(404, "not found")
 
