@@ -1,7 +1,10 @@
 """AirWorker: runs one channel's ffmpeg into a socketpair and hands the read end to the front.
 
-The worker keeps the write end for as long as it lives, so the front sees EOF on the
-stream exactly when the worker is gone, never while a stream is merely between writes.
+The worker keeps the write end for as long as that ffmpeg's stream lasts, so the front
+sees EOF exactly when the stream is over, never while ffmpeg is merely between writes.
+When ffmpeg dies under its viewers, the worker starts a new one on a new socketpair and
+hands that over first, then closes the old write end: the front finishes the old stream
+and continues with the new one in the same buffer, and its viewers stay connected.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 
 from retrovue_air import child_process, wire
-from retrovue_air.config import Channel, MediaFiles
+from retrovue_air.config import Channel, Config, MediaFiles
 
 from .ffmpeg_command import build_command, concat_list, ffmpeg_binary, font_file
 
@@ -25,81 +29,121 @@ log = logging.getLogger("air_worker")
 
 STOP_GRACE_SECONDS = 0.5
 STDERR_TAIL_LINES = 20
+MAX_BACKOFF_SECONDS = 5.0
+# A first ffmpeg that dies sooner than this could not start (a broken file, a bad
+# option): restarting it would only delay the viewers' 503.
+START_FAILURE_SECONDS = 1.0
 
 
 class AirWorker:
-    def __init__(self, channel: Channel, stream: int, inbox: socket.socket, front_address: bytes):
+    def __init__(self, channel: Channel, config: Config, stream: int, inbox: socket.socket,
+                 front_address: bytes):
         self.channel = channel
+        self.config = config
         self.stream = stream
         self.inbox = inbox
         self.front_address = front_address
         self.ffmpeg: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.ffmpegs_started = 0
+        self.write_end: socket.socket | None = None
+        self.workdir = ""
+        self.restarts: collections.deque[float] = collections.deque()
+        self.restart_at: float | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._stderr_partial = b""
 
     def run(self) -> int:
         """Stream until told to stop; returns the process exit code."""
         wake_r, wake_w = socket.socketpair()
-        read_end, write_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        workdir = tempfile.mkdtemp(prefix="retrovue-air-")
+        self.workdir = tempfile.mkdtemp(prefix="retrovue-air-")
+        self.sel = selectors.DefaultSelector()
         try:
             wake_w.setblocking(False)
             signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
             for signum in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(signum, lambda *_: None)
-            self.start_ffmpeg(write_end, workdir)
+            if not self.start_stream():
+                return 1
+            return self.serve(wake_r)
+        finally:
+            self.stop_ffmpeg()
+            signal.set_wakeup_fd(-1)
+            self.sel.close()
+            for sock in (self.write_end, wake_r, wake_w):
+                if sock is not None:
+                    sock.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def start_stream(self) -> bool:
+        """Start ffmpeg on a new socketpair and hand its read end to the front."""
+        read_end, write_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.start_ffmpeg(write_end)
             try:
                 wire.send(self.inbox, wire.StreamReady(self.channel.id, self.stream, self.ffmpeg.pid),
                           self.front_address, fd=read_end.fileno())
             except OSError as e:
                 log.error("channel %s: cannot hand the stream to the front: %s", self.channel.id, e)
-                return 1
-            read_end.close()
-            return self.serve(wake_r)
+                write_end.close()
+                return False
         finally:
-            self.stop_ffmpeg()
-            signal.set_wakeup_fd(-1)
-            for sock in (read_end, write_end, wake_r, wake_w):
-                sock.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+            read_end.close()
+        # Only now the old write end goes: the front has the new stream queued before
+        # it can see the old one end.
+        if self.write_end is not None:
+            self.write_end.close()
+        self.write_end = write_end
+        return True
 
-    def start_ffmpeg(self, stdout: socket.socket, workdir: str) -> None:
+    def start_ffmpeg(self, stdout: socket.socket) -> None:
         playlist = None
         source = self.channel.source
         if isinstance(source, MediaFiles) and len(source.paths) > 1:
-            playlist = os.path.join(workdir, "playlist.ffconcat")
+            playlist = os.path.join(self.workdir, "playlist.ffconcat")
             with open(playlist, "w") as f:
                 f.write(concat_list(source.paths))
         cmd = build_command(self.channel, ffmpeg_binary(), playlist, font_file())
+        self.stderr_tail.clear()
         self.ffmpeg = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=stdout.fileno(), stderr=subprocess.PIPE,
             # Its own process group: a terminal's Ctrl-C goes to the supervisor, which
             # decides; ffmpeg must not quit on its own and look like a crash.
             process_group=0, preexec_fn=child_process.exec_guard(os.getpid()))
+        self.started_at = time.monotonic()
+        self.ffmpegs_started += 1
         os.set_blocking(self.ffmpeg.stderr.fileno(), False)
+        self.sel.register(self.ffmpeg.stderr, selectors.EVENT_READ, "stderr")
         log.info("channel %s: stream %d started ffmpeg pid %d: %s",
                  self.channel.id, self.stream, self.ffmpeg.pid, " ".join(cmd))
 
     def serve(self, wake: socket.socket) -> int:
-        with selectors.DefaultSelector() as sel:
-            sel.register(wake, selectors.EVENT_READ, "signal")
-            sel.register(self.inbox, selectors.EVENT_READ, "inbox")
-            sel.register(self.ffmpeg.stderr, selectors.EVENT_READ, "stderr")
-            while True:
-                for key, _ in sel.select():
-                    if key.data == "stderr":
-                        if not self.read_stderr():
-                            sel.unregister(self.ffmpeg.stderr)
-                    elif key.data == "inbox":
-                        if self.stop_requested():
-                            return 0
-                    else:
-                        signals = wake.recv(64)
-                        if signal.SIGTERM in signals:
-                            log.info("channel %s: terminated by the supervisor", self.channel.id)
-                            return 0
-                if self.ffmpeg.poll() is not None:
-                    return self.ffmpeg_exited()
+        self.sel.register(wake, selectors.EVENT_READ, "signal")
+        self.sel.register(self.inbox, selectors.EVENT_READ, "inbox")
+        while True:
+            timeout = None if self.restart_at is None else max(0.0, self.restart_at - time.monotonic())
+            for key, _ in self.sel.select(timeout):
+                if key.data == "stderr":
+                    if not self.read_stderr():
+                        self.sel.unregister(self.ffmpeg.stderr)
+                elif key.data == "inbox":
+                    if self.stop_requested():
+                        return 0
+                else:
+                    signals = wake.recv(64)
+                    if signal.SIGTERM in signals:
+                        log.info("channel %s: terminated by the supervisor", self.channel.id)
+                        return 0
+            if self.restart_at is not None:
+                if time.monotonic() >= self.restart_at:
+                    self.restart_at = None
+                    self.restarts.append(time.monotonic())
+                    if not self.start_stream():
+                        return 1
+            elif self.ffmpeg.poll() is not None:
+                code = self.ffmpeg_exited()
+                if code is not None:
+                    return code
 
     def stop_requested(self) -> bool:
         while True:
@@ -115,25 +159,46 @@ class AirWorker:
             if isinstance(message, wire.Stop) and message.stream == self.stream:
                 return True
 
-    def ffmpeg_exited(self) -> int:
+    def ffmpeg_exited(self) -> int | None:
+        """ffmpeg died on its own: schedule a restart (None), or give up (the exit code)."""
         # The front sends STOP before it closes its end, so an ffmpeg killed by the
         # broken pipe has a STOP waiting here: that is a stop, not a failure.
         if self.stop_requested():
             return 0
         while self.read_stderr():
             pass
+        try:
+            self.sel.unregister(self.ffmpeg.stderr)
+        except KeyError:  # already at EOF
+            pass
+        self.ffmpeg.stderr.close()
         code = self.ffmpeg.returncode
         status = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         last = self.stderr_tail[-1] if self.stderr_tail else "no error output"
         reason = f"ffmpeg {status}: {last}"
-        log.error("channel %s: %s; ffmpeg's last words:\n  %s", self.channel.id, reason,
-                  "\n  ".join(self.stderr_tail) or "(nothing)")
-        try:
-            wire.send(self.inbox, wire.StreamFailed(self.channel.id, self.stream, reason[:1000]),
-                      self.front_address)
-        except OSError as e:
-            log.warning("channel %s: cannot tell the front: %s", self.channel.id, e)
-        return 1
+        tail = "\n".join(self.stderr_tail)
+        now = time.monotonic()
+        while self.restarts and self.restarts[0] < now - self.config.restart_window_seconds:
+            self.restarts.popleft()
+        first_start_failed = self.ffmpegs_started == 1 and now - self.started_at < START_FAILURE_SECONDS
+        if first_start_failed or len(self.restarts) >= self.config.restart_limit:
+            why = "" if first_start_failed else (
+                f" ({len(self.restarts)} restarts in {self.config.restart_window_seconds:g} s)")
+            log.error("channel %s: %s%s; giving up. ffmpeg's last words:\n  %s", self.channel.id, reason,
+                      why, "\n  ".join(self.stderr_tail) or "(nothing)")
+            try:
+                wire.send(self.inbox, wire.StreamFailed(self.channel.id, self.stream, (reason + why)[:500],
+                                                        tail[-2000:]), self.front_address)
+            except OSError as e:
+                log.warning("channel %s: cannot tell the front: %s", self.channel.id, e)
+            return 1
+        delay = min(MAX_BACKOFF_SECONDS, self.config.restart_backoff_seconds * 2 ** len(self.restarts))
+        log.warning("channel %s: %s; restarting it in %.1f s (restart %d of at most %d in %g s); "
+                    "ffmpeg's last words:\n  %s", self.channel.id, reason, delay, len(self.restarts) + 1,
+                    self.config.restart_limit, self.config.restart_window_seconds,
+                    "\n  ".join(self.stderr_tail) or "(nothing)")
+        self.restart_at = now + delay
+        return None
 
     def read_stderr(self) -> bool:
         """Keep the tail of ffmpeg's stderr; False at EOF."""
@@ -141,6 +206,8 @@ class AirWorker:
             data = os.read(self.ffmpeg.stderr.fileno(), 65536)
         except BlockingIOError:
             return True
+        except (OSError, ValueError):
+            return False
         if not data:
             if self._stderr_partial:
                 self.stderr_tail.append(self._stderr_partial.decode(errors="replace"))
@@ -154,23 +221,27 @@ class AirWorker:
 
     def stop_ffmpeg(self) -> None:
         proc = self.ffmpeg
-        if proc is None or proc.poll() is not None:
-            if proc is not None:
-                proc.stderr.close()
+        if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            log.warning("channel %s: ffmpeg %d ignored SIGTERM, killing it", self.channel.id, proc.pid)
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-        log.info("channel %s: stream %d stopped ffmpeg pid %d (status %s)",
-                 self.channel.id, self.stream, proc.pid, proc.returncode)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("channel %s: ffmpeg %d ignored SIGTERM, killing it", self.channel.id, proc.pid)
+                proc.kill()
+                proc.wait()
+            log.info("channel %s: stream %d stopped ffmpeg pid %d (status %s)",
+                     self.channel.id, self.stream, proc.pid, proc.returncode)
+        if not proc.stderr.closed:
+            proc.stderr.close()
 
 
-def run_air_worker(channel: Channel, stream: int, inbox: socket.socket, front_address: bytes,
-                   parent_pid: int) -> int:
+def run_air_worker(channel: Channel, config: Config, stream: int, inbox: socket.socket,
+                   front_address: bytes, parent_pid: int) -> int:
     child_process.become(f"air_worker {channel.id}", f"air_worker[{channel.id}]", parent_pid)
-    return AirWorker(channel, stream, inbox, front_address).run()
+    # A worker runs ffmpeg from config and nothing else: it can never gain privileges.
+    import prctl
+
+    prctl.set_no_new_privs(True)
+    return AirWorker(channel, config, stream, inbox, front_address).run()

@@ -68,9 +68,11 @@ _stream_ids = itertools.count(1)
 
 
 class ChannelLifecycle:
-    def __init__(self, channel_id: str, next_stream: Callable[[], int] = lambda: next(_stream_ids)):
+    def __init__(self, channel_id: str, next_stream: Callable[[], int] = lambda: next(_stream_ids),
+                 retry_after: float = 0.0):
         self.channel_id = channel_id
         self._next_stream = next_stream
+        self.retry_after = retry_after  # how long a failed channel refuses before trying again
         self.state = State.IDLE
         self.stream: int | None = None
         self.worker_pid: int | None = None
@@ -78,8 +80,10 @@ class ChannelLifecycle:
         self.waiting: set[Hashable] = set()  # tuned in, no 200 yet
         self.watching: set[Hashable] = set()  # receiving the stream
         self.failure: str | None = None  # why the last stream failed
+        self.failed_at = 0.0
         self._stop_sent = False
         self._went_live = False
+        self._gave_up = False  # the worker said its ffmpeg cannot be kept running
 
     @property
     def viewer_count(self) -> int:
@@ -87,11 +91,15 @@ class ChannelLifecycle:
 
     def _start(self) -> list[Action]:
         self.state = State.STARTING
+        self._went_live = False
+        self.failure = None
+        return self._new_stream()
+
+    def _new_stream(self) -> list[Action]:
         self.stream = self._next_stream()
         self.worker_pid = self.ffmpeg_pid = None
-        self.failure = None
         self._stop_sent = False
-        self._went_live = False
+        self._gave_up = False
         return [RequestStream(self.stream)]
 
     def _stop(self) -> list[Action]:
@@ -101,15 +109,30 @@ class ChannelLifecycle:
         self._stop_sent = True
         return [StopStream(self.stream)]
 
+    def _fail(self, reason: str, now: float) -> list[Action]:
+        """The channel cannot stream now: everyone is told why, and it rests."""
+        actions: list[Action] = []
+        self.failure = reason
+        self.failed_at = now
+        if self.watching:
+            actions.append(Disconnect(tuple(self.watching), reason))
+            self.watching.clear()
+        if self.waiting:
+            actions.append(Refuse(tuple(self.waiting), reason))
+            self.waiting.clear()
+        return actions
+
     def _current(self, stream: int) -> bool:
         return stream == self.stream and self.state in (State.STARTING, State.LIVE, State.STOPPING)
 
     # Viewers
 
-    def tune_in(self, viewer: Hashable) -> list[Action]:
+    def tune_in(self, viewer: Hashable, now: float = 0.0) -> list[Action]:
         if self.state is State.LIVE:
             self.watching.add(viewer)
             return [Admit((viewer,), from_start=False)]
+        if self.state is State.FAILED and now < self.failed_at + self.retry_after:
+            return [Refuse((viewer,), self.failure or "failed")]
         self.waiting.add(viewer)
         if self.state in (State.IDLE, State.FAILED):
             return self._start()
@@ -134,7 +157,7 @@ class ChannelLifecycle:
         return []
 
     def stream_ready(self, stream: int, ffmpeg_pid: int) -> list[Action]:
-        """The stream FD arrived. Returns StopStream if nobody wants it any more."""
+        """A stream FD arrived (the first, or a restarted ffmpeg's). StopStream if nobody wants it."""
         if not self._current(stream):
             return [StopStream(stream)]
         self.ffmpeg_pid = ffmpeg_pid
@@ -152,46 +175,59 @@ class ChannelLifecycle:
         self.waiting.clear()
         return [Admit(admitted, from_start=True)] if admitted else []
 
+    def start_timed_out(self, stream: int, reason: str, now: float = 0.0) -> list[Action]:
+        """No stream (FD or first byte) in time: waiting viewers hear why, the worker is stopped."""
+        if not self._current(stream) or self.state is not State.STARTING:
+            return []
+        actions = self._fail(reason, now)
+        self._gave_up = True
+        return actions + self._stop()
+
     def stream_failed(self, stream: int, reason: str) -> list[Action]:
-        """The worker says ffmpeg died; its exit (worker_exited) decides what follows."""
+        """The worker gave up on its ffmpeg; its EOF and exit follow."""
         if self._current(stream):
             self.failure = reason
+            self._gave_up = True
         return []
 
-    def stream_ended(self, stream: int) -> list[Action]:
+    def stream_ended(self, stream: int, now: float = 0.0) -> list[Action]:
         """EOF on the stream: the worker is gone or going."""
         if not self._current(stream):
             return []
-        actions: list[Action] = [StopStream(stream)]
-        if self.state is State.LIVE:
-            reason = self.failure or "the stream ended"
-            actions.append(Disconnect(tuple(self.watching), reason))
-            self.watching.clear()
+        return [StopStream(stream)] + self._lost_worker(f"the stream ended", now)
+
+    def _lost_worker(self, why: str, now: float) -> list[Action]:
+        if self.state is not State.LIVE:
+            return []
+        if self._gave_up or not self.watching:
+            actions = self._fail(self.failure or why, now)
             self.state = State.STOPPING
             self._stop_sent = True
-        return actions
+            return actions
+        # The worker died under its viewers (killed, crashed): they stay connected and
+        # the next stream continues in the same buffer, after a TS discontinuity.
+        return self._new_stream()
 
-    def worker_exited(self, stream: int, status: str) -> list[Action]:
+    def worker_exited(self, stream: int, status: str, now: float = 0.0) -> list[Action]:
         if not self._current(stream):
             return []
-        actions: list[Action] = []
-        if self.watching:
-            actions.append(Disconnect(tuple(self.watching), self.failure or f"air worker {status}"))
-            self.watching.clear()
-        actions.append(StopStream(stream))
+        actions: list[Action] = [StopStream(stream)]
+        if self.state is State.LIVE and not self._stop_sent:
+            actions += self._lost_worker(f"air worker {status}", now)
+            if self.state is State.LIVE:
+                return actions
         unasked = not self._stop_sent
         self.worker_pid = self.ffmpeg_pid = None
         self.stream = None
-        if unasked:
-            self.failure = self.failure or f"air worker {status}"
-            if not self._went_live:
-                # It never produced a byte: starting it again for the same viewers
-                # would fail the same way, so they hear why instead.
-                self.state = State.FAILED
-                if self.waiting:
-                    actions.append(Refuse(tuple(self.waiting), self.failure))
-                    self.waiting.clear()
-                return actions
+        if self._gave_up or (unasked and not self._went_live):
+            # It never produced a byte, or cannot keep ffmpeg running: starting it again
+            # at once for the same viewers would fail the same way, so they hear why.
+            actions += self._fail(self.failure or f"air worker {status}", now)
+            self.state = State.FAILED
+            return actions
+        if self.watching:
+            actions.append(Disconnect(tuple(self.watching), self.failure or f"air worker {status}"))
+            self.watching.clear()
         self.state = State.IDLE
         if self.waiting:  # they arrived while the old stream was stopping
             actions += self._start()

@@ -10,6 +10,7 @@ missing byte is older than max_lag_seconds it is dropped.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import selectors
@@ -26,7 +27,7 @@ from retrovue_air.config import Config
 from . import metrics, responses, routes, status_page
 from .channel_stats import ChannelStats
 from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
-                                StopStream)
+                                State, StopStream)
 from .stream_buffer import TS_PACKET, StreamBuffer
 from .ts_packets import TsScanner
 from .viewer import Phase, Sent, Viewer
@@ -56,6 +57,10 @@ class Channel:
         self.lifecycle = lifecycle
         self.stream_sock: socket.socket | None = None
         self.stream_id: int | None = None  # the stream stream_sock carries
+        # A restarted ffmpeg's stream, queued until the old one has been read to its end.
+        self.next_stream_sock: socket.socket | None = None
+        self.start_deadline: float | None = None
+        self.failure_tail = ""  # the tail of ffmpeg's stderr when the channel last failed
         self.buffer: StreamBuffer | None = None
         self.scanner: TsScanner | None = None  # where in the buffer a late joiner can start
         self.said_no_keyframe = False
@@ -77,7 +82,8 @@ class Channel:
         lc = self.lifecycle
         return {"id": self.id, "name": self.config.name, "state": lc.state.value,
                 "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
-                "ffmpeg_pid": lc.ffmpeg_pid, "error": lc.failure}
+                "ffmpeg_pid": lc.ffmpeg_pid, "error": lc.failure,
+                "stderr_tail": self.failure_tail if lc.failure else ""}
 
 
 class Front:
@@ -88,9 +94,14 @@ class Front:
         self.control = control
         self.inbox = inbox
         self.instance = instance
-        self.channels = {c.id: Channel(c, ChannelLifecycle(c.id)) for c in config.channels}
+        self.channels = {c.id: Channel(c, ChannelLifecycle(c.id, retry_after=config.failed_retry_seconds))
+                         for c in config.channels}
         self.channel_ids = frozenset(self.channels)
         self.viewers: dict[int, Viewer] = {}
+        # Connections still sending their request, oldest first: the slowloris sweep
+        # looks only at the head of this queue, so there is no timer per connection.
+        self.reading: dict[Viewer, None] = {}
+        self.per_address: collections.Counter[str] = collections.Counter()
         self.stopped_streams: set[int] = set()
         self.sel = selectors.DefaultSelector()
         self.running = True
@@ -134,6 +145,7 @@ class Front:
                             log.info("terminating")
                             self.running = False
                 self.flush_due()
+                self.check_deadlines()
         finally:
             self.shutdown()
             signal.set_wakeup_fd(-1)
@@ -142,8 +154,26 @@ class Front:
         return 0
 
     def timeout(self) -> float | None:
-        deadlines = [c.flush_deadline for c in self.channels.values() if c.flush_deadline]
+        deadlines = [d for c in self.channels.values() for d in (c.flush_deadline, c.start_deadline) if d]
+        if self.reading:
+            deadlines.append(next(iter(self.reading)).connected_at + self.config.request_timeout_seconds)
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def check_deadlines(self) -> None:
+        now = time.monotonic()
+        while self.reading:
+            oldest = next(iter(self.reading))
+            if oldest.connected_at + self.config.request_timeout_seconds > now:
+                break
+            log.info("%s: no complete request within %g s: closed", oldest.peer,
+                     self.config.request_timeout_seconds)
+            self.close_viewer(oldest, "request timeout")
+        for channel in self.channels.values():
+            if channel.start_deadline is not None and channel.start_deadline <= now:
+                channel.start_deadline = None
+                reason = f"no stream within {self.config.start_timeout_seconds:g} s"
+                log.error("channel %s: %s; giving up on stream %s", channel.id, reason, channel.lifecycle.stream)
+                self.carry_out(channel, channel.lifecycle.start_timed_out(channel.lifecycle.stream, reason, now))
 
     def shutdown(self) -> None:
         for viewer in list(self.viewers.values()):
@@ -166,8 +196,26 @@ class Front:
                 return
             sock.setblocking(False)
             viewer = Viewer(sock, f"{addr[0]}:{addr[1]}", time.monotonic())
+            viewer.address = addr[0]
             self.viewers[viewer.fd] = viewer
+            self.per_address[viewer.address] += 1
             self.sel.register(sock, selectors.EVENT_READ, ("viewer", viewer))
+            limit = self.connection_limit(viewer)
+            if limit:
+                self.refuse(viewer, limit)
+            else:
+                self.reading[viewer] = None
+
+    def connection_limit(self, viewer: Viewer) -> str | None:
+        if len(self.viewers) > self.config.max_connections:
+            return f"the server is full ({self.config.max_connections} connections)"
+        if self.per_address[viewer.address] > self.config.max_connections_per_address:
+            return f"too many connections from {viewer.address} (limit {self.config.max_connections_per_address})"
+        return None
+
+    def refuse(self, viewer: Viewer, why: str) -> None:
+        log.warning("%s: refused: %s", viewer.peer, why)
+        self.respond(viewer, responses.text(503, why, [("Retry-After", "10")]))
 
     def viewer_event(self, viewer: Viewer, mask: int) -> None:
         if mask & selectors.EVENT_READ:
@@ -195,10 +243,12 @@ class Front:
         except h11.RemoteProtocolError as e:
             status = e.error_status_hint if e.error_status_hint >= 400 else 400
             log.info("%s: bad request (%s): %s", viewer.peer, status, e)
+            self.reading.pop(viewer, None)
             self.respond(viewer, responses.text(status, "bad request" if status == 400 else str(e)))
             return True
         if event is h11.NEED_DATA:
             return True
+        self.reading.pop(viewer, None)
         if isinstance(event, h11.Request):
             self.handle_request(viewer, event)
         else:
@@ -231,11 +281,23 @@ class Front:
             self.respond(viewer, responses.stream_head())
         else:
             channel = self.channels[r.channel]
+            limit = self.viewer_limit(channel)
+            if limit:
+                self.refuse(viewer, limit)
+                return
             viewer.phase = Phase.WAITING
             viewer.channel = channel.id
             log.info("channel %s: tune in %s (%d viewers)", channel.id, viewer.peer,
                      channel.lifecycle.viewer_count + 1)
-            self.carry_out(channel, channel.lifecycle.tune_in(viewer))
+            self.carry_out(channel, channel.lifecycle.tune_in(viewer, time.monotonic()))
+
+    def viewer_limit(self, channel: Channel) -> str | None:
+        if channel.lifecycle.viewer_count >= self.config.max_viewers_per_channel:
+            return f"channel {channel.id} is full ({self.config.max_viewers_per_channel} viewers)"
+        active = sum(1 for c in self.channels.values() if c.lifecycle.viewer_count)
+        if not channel.lifecycle.viewer_count and active >= self.config.max_active_channels:
+            return f"too many channels on air ({self.config.max_active_channels})"
+        return None
 
     def respond(self, viewer: Viewer, data: bytes) -> None:
         """Send a final response, then close once it is out."""
@@ -265,6 +327,10 @@ class Front:
     def close_viewer(self, viewer: Viewer, why: str | None, tune_out: bool = True) -> None:
         if self.viewers.pop(viewer.fd, None) is None:
             return
+        self.reading.pop(viewer, None)
+        self.per_address[viewer.address] -= 1
+        if not self.per_address[viewer.address]:
+            del self.per_address[viewer.address]
         self.sel.unregister(viewer.sock)
         if viewer.phase is Phase.CLOSING:
             # Read what the peer already sent, so that close() does not answer it with
@@ -307,11 +373,17 @@ class Front:
                 log.warning("channel %s: closing %d viewers: %s", channel.id, len(action.viewers), action.reason)
                 for viewer in action.viewers:
                     self.close_viewer(viewer, action.reason, tune_out=False)
+        if not channel.viewers and channel.stream_sock is None and channel.buffer is not None:
+            channel.buffer = None  # nobody reads it and nothing writes it
+            channel.scanner = None
+            channel.stats.live_since = None
 
     def request_stream(self, channel: Channel, stream: int) -> None:
         log.info("channel %s: starting stream %d", channel.id, stream)
         channel.stats.streams_started += 1
         channel.start_requested_at = time.monotonic()
+        if channel.lifecycle.state is State.STARTING:
+            channel.start_deadline = channel.start_requested_at + self.config.start_timeout_seconds
         try:
             wire.send(self.control, wire.StartStream(channel.id, stream))
         except OSError as e:
@@ -330,15 +402,16 @@ class Front:
             self.close_stream(channel)
 
     def close_stream(self, channel: Channel) -> None:
+        """Close the stream FDs; the buffer stays while viewers may continue in it."""
         if channel.stream_sock is not None:
             self.sel.unregister(channel.stream_sock)
             channel.stream_sock.close()
             channel.stream_sock = None
+        if channel.next_stream_sock is not None:
+            channel.next_stream_sock.close()
+            channel.next_stream_sock = None
         channel.stream_id = None
-        channel.stats.live_since = None
-        channel.flush_deadline = None
-        channel.buffer = None  # viewers of a closed stream are gone by now
-        channel.scanner = None
+        channel.start_deadline = None
 
     def admit(self, channel: Channel, viewer: Viewer, from_start: bool) -> None:
         buffer = channel.buffer
@@ -406,7 +479,8 @@ class Front:
                 if message.stream in self.stopped_streams and channel.stop_requested_at is not None:
                     channel.stats.teardown.observe(time.monotonic() - channel.stop_requested_at)
                     channel.stop_requested_at = None
-                self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, message.status))
+                self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, message.status,
+                                                                        time.monotonic()))
                 self.stopped_streams.discard(message.stream)
 
     def read_inbox(self) -> None:
@@ -426,6 +500,7 @@ class Front:
                 os.close(fd)
             if isinstance(message, wire.StreamFailed) and channel is not None:
                 log.error("channel %s: stream %d failed: %s", channel.id, message.stream, message.reason)
+                channel.failure_tail = message.stderr_tail
                 self.carry_out(channel, channel.lifecycle.stream_failed(message.stream, message.reason))
 
     def stream_ready(self, channel: Channel, message: wire.StreamReady, fd: int) -> None:
@@ -436,11 +511,25 @@ class Front:
             self.carry_out(channel, actions)
             return
         sock.setblocking(False)
+        if channel.stream_id == message.stream and channel.stream_sock is not None:
+            # The worker restarted ffmpeg: read the old stream to its end first.
+            if channel.next_stream_sock is not None:
+                channel.next_stream_sock.close()
+            channel.next_stream_sock = sock
+            return
         self.close_stream(channel)
+        self.attach_stream(channel, sock, message.stream)
+
+    def attach_stream(self, channel: Channel, sock: socket.socket, stream: int) -> None:
         channel.stream_sock = sock
-        channel.stream_id = message.stream
-        capacity = max(MIN_BUFFER, int(2 * self.config.max_lag_seconds * channel.config.bytes_per_second))
-        channel.buffer = StreamBuffer(capacity)
+        channel.stream_id = stream
+        if channel.buffer is None:
+            capacity = max(MIN_BUFFER, int(2 * self.config.max_lag_seconds * channel.config.bytes_per_second))
+            channel.buffer = StreamBuffer(capacity)
+        else:
+            # Viewers continue in the same buffer. A killed ffmpeg may have left half a
+            # packet, which was never published: drop it so the next stream is aligned.
+            channel.buffer.discard_partial_packet()
         channel.scanner = TsScanner()
         self.sel.register(sock, selectors.EVENT_READ, ("stream", channel))
 
@@ -450,6 +539,8 @@ class Front:
         buffer = channel.buffer
         now = time.monotonic()
         first = buffer.end == 0
+        if channel.lifecycle.state is State.LIVE:
+            channel.start_deadline = None
         for _ in range(8):
             space = buffer.writable()
             self.drop_overrun(channel, buffer.overwritten_by(len(space)))
@@ -460,10 +551,7 @@ class Front:
             except OSError:
                 n = 0
             if n == 0:
-                stream = channel.stream_id
-                log.info("channel %s: stream %s ended", channel.id, stream)
-                self.close_stream(channel)
-                self.carry_out(channel, channel.lifecycle.stream_ended(stream))
+                self.stream_eof(channel)
                 return
             channel.scanner.feed(space[:n], buffer.end)
             buffer.wrote(n, now)
@@ -473,6 +561,7 @@ class Front:
         if first and buffer.end >= 188:
             buffer.publish()
             channel.stats.live_since = now
+            channel.start_deadline = None
             if channel.start_requested_at is not None:
                 channel.stats.time_to_first_byte.observe(now - channel.start_requested_at)
             self.carry_out(channel, channel.lifecycle.first_bytes(channel.stream_id))
@@ -481,6 +570,18 @@ class Front:
             self.flush(channel, now)
         elif channel.flush_deadline is None and buffer.unpublished >= 188:
             channel.flush_deadline = now + self.config.flush_interval
+
+    def stream_eof(self, channel: Channel) -> None:
+        stream, following = channel.stream_id, channel.next_stream_sock
+        channel.next_stream_sock = None
+        self.close_stream(channel)
+        if following is not None:
+            log.warning("channel %s: ffmpeg was restarted; its viewers continue", channel.id)
+            channel.stats.stream_restarts += 1
+            self.attach_stream(channel, following, stream)
+            return
+        log.info("channel %s: stream %s ended", channel.id, stream)
+        self.carry_out(channel, channel.lifecycle.stream_ended(stream, time.monotonic()))
 
     def flush_due(self) -> None:
         now = time.monotonic()

@@ -56,6 +56,15 @@ class StreamBuffer:
         self.published = aligned
         return True
 
+    def discard_partial_packet(self) -> None:
+        """Forget the bytes after the last packet boundary (a dead writer's half packet).
+
+        They were never published, so no viewer has seen them."""
+        self.end -= self.end % TS_PACKET
+        while self._offsets and self._offsets[-1] > self.end:
+            self._offsets.pop()
+            self._times.pop()
+
     @property
     def unpublished(self) -> int:
         return self.end - self.published

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import pwd
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -61,6 +62,22 @@ class Config:
     listen: tuple[str, int] = ("127.0.0.1", 8000)
     max_lag_seconds: float = 4.0
     flush_interval: float = 0.2
+    # Faults: ffmpeg is restarted with a doubling backoff; more than restart_limit
+    # restarts within restart_window_seconds and the channel fails, refusing viewers
+    # for failed_retry_seconds.
+    restart_limit: int = 5
+    restart_window_seconds: float = 60.0
+    restart_backoff_seconds: float = 0.5
+    failed_retry_seconds: float = 10.0
+    start_timeout_seconds: float = 10.0  # worker FD and first byte must arrive within this
+    request_timeout_seconds: float = 10.0  # a request head must be complete within this
+    # Limits: over any of them a request gets 503 with Retry-After.
+    max_connections: int = 4096
+    max_connections_per_address: int = 256
+    max_viewers_per_channel: int = 1000
+    max_active_channels: int = 16
+    user: str | None = None  # started as root: drop to this user after binding
+    log_level: str | None = None  # the command line's --log-level overrides it
     channels: tuple[Channel, ...] = field(default_factory=tuple)
 
     def channel(self, channel_id: str) -> Channel | None:
@@ -111,7 +128,12 @@ class _Validator:
     the n-th `[[channel]]` header, then the first `key =` line below it.
     """
 
-    TOP_KEYS = {"listen", "max_lag_seconds", "flush_interval_ms", "channel"}
+    FLOAT_KEYS = ("restart_window_seconds", "restart_backoff_seconds", "failed_retry_seconds",
+                  "start_timeout_seconds", "request_timeout_seconds")
+    INT_KEYS = ("restart_limit", "max_connections", "max_connections_per_address",
+                "max_viewers_per_channel", "max_active_channels")
+    TOP_KEYS = {"listen", "max_lag_seconds", "flush_interval_ms", "channel", "user",
+                "log_level", *FLOAT_KEYS, *INT_KEYS}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
                     "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
                     "transcode"}
@@ -157,6 +179,24 @@ class _Validator:
             kwargs["max_lag_seconds"] = self.positive(doc, "max_lag_seconds", None)
         if "flush_interval_ms" in doc:
             kwargs["flush_interval"] = self.positive(doc, "flush_interval_ms", None) / 1000
+        for key in self.FLOAT_KEYS:
+            if key in doc:
+                kwargs[key] = self.positive(doc, key, None)
+        for key in self.INT_KEYS:
+            if key in doc:
+                kwargs[key] = self.positive(doc, key, None, int)
+        if "user" in doc:
+            user = self.typed(doc, "user", str)
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                raise self.error("user", f"no such user {user!r}") from None
+            kwargs["user"] = user
+        if "log_level" in doc:
+            level = self.typed(doc, "log_level", str).upper()
+            if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                raise self.error("log_level", f"unknown level {level!r} (debug, info, warning, error)")
+            kwargs["log_level"] = level
         tables = doc.get("channel", [])
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise self.error("channel", "must be an array of tables: [[channel]]")

@@ -3,7 +3,8 @@
 Three conversations, all on this machine:
   front -> supervisor   StartStream                 (SOCK_SEQPACKET socketpair)
   supervisor -> front   WorkerSpawned, WorkerExited (same socketpair)
-  air worker -> front   StreamReady (+ the stream FD), StreamFailed  (datagram to the front's inbox)
+  air worker -> front   StreamReady (+ the stream FD; again after each ffmpeg restart),
+                        StreamFailed                (datagram to the front's inbox)
   front -> air worker   Stop                        (datagram to the worker's inbox)
 
 Each message is one datagram of JSON. Inboxes are abstract-namespace Unix datagram
@@ -62,6 +63,7 @@ class StreamFailed:
     channel: str
     stream: int
     reason: str
+    stderr_tail: str = ""
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,7 @@ class Supervisor:
                 self.listener.close()
                 front_address = wire.front_inbox_address(self.instance)
                 self.front_inbox.close()
-                code = run_air_worker(channel, stream, inbox, front_address, self.pid)
+                code = run_air_worker(channel, self.config, stream, inbox, front_address, self.pid)
             except BaseException:
                 log.exception("the air worker failed")
             finally:

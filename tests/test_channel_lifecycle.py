@@ -137,7 +137,7 @@ def test_tune_in_on_failed_retries_with_a_new_stream_and_clears_the_failure():
     assert (lc.state, lc.failure, lc.waiting) == (State.STARTING, None, {"b"})
 
 
-def test_stream_ended_while_live_disconnects_watchers_and_stops():
+def test_stream_ended_after_the_worker_gave_up_disconnects_watchers_and_fails():
     lc = live("a", "b")
     lc.stream_failed(1, "input vanished")
     actions = lc.stream_ended(1)
@@ -146,21 +146,41 @@ def test_stream_ended_while_live_disconnects_watchers_and_stops():
     assert isinstance(disconnect, Disconnect) and set(disconnect.viewers) == {"a", "b"}
     assert disconnect.reason == "input vanished"
     assert (lc.state, lc.viewer_count) == (State.STOPPING, 0)
-    # The stop was already sent: its exit is asked for, so no failure follows.
+    assert lc.worker_exited(1, "exited 1") == [StopStream(1)]
+    assert (lc.state, lc.failure) == (State.FAILED, "input vanished")
+
+
+def test_a_failed_channel_refuses_new_viewers_until_its_retry_time():
+    lc = ChannelLifecycle("ch", next_stream=iter(range(1, 100)).__next__, retry_after=30)
+    lc.tune_in("a", now=0)
+    lc.stream_failed(1, "boom")
+    lc.worker_exited(1, "exited 1", now=1)
+    assert lc.tune_in("b", now=10) == [Refuse(("b",), "boom")]
+    assert lc.state is State.FAILED and lc.viewer_count == 0
+    assert lc.tune_in("c", now=31.5) == [RequestStream(2)]
+
+
+def test_stream_ended_under_watchers_starts_the_next_stream_for_them():
+    lc = live("a")
+    assert lc.stream_ended(1) == [StopStream(1), RequestStream(2)]
+    assert (lc.state, lc.watching, lc.stream) == (State.LIVE, {"a"}, 2)
+    assert lc.worker_exited(1, "killed by SIGKILL") == []  # the old stream's exit is stale now
+
+
+def test_worker_dying_under_watchers_starts_the_next_stream_for_them():
+    lc = live("a")
+    assert lc.worker_exited(1, "killed by SIGKILL") == [StopStream(1), RequestStream(2)]
+    assert (lc.state, lc.watching) == (State.LIVE, {"a"})
+    assert lc.stream_ended(1) == []  # its EOF, seen later, is stale
+
+
+def test_start_timeout_refuses_the_waiting_and_stops_the_worker():
+    lc = starting("a")
+    lc.worker_spawned(1, 100)
+    assert lc.start_timed_out(1, "no stream within 10 s") == [Refuse(("a",), "no stream within 10 s"), StopStream(1)]
+    assert lc.state is State.STOPPING
     assert lc.worker_exited(1, "exited 0") == [StopStream(1)]
-    assert lc.state is State.IDLE
-
-
-def test_stream_ended_without_a_reason_says_the_stream_ended():
-    lc = live("a")
-    assert lc.stream_ended(1) == [StopStream(1), Disconnect(("a",), "the stream ended")]
-
-
-def test_worker_exiting_unasked_while_live_disconnects_and_goes_idle_not_failed():
-    lc = live("a")
-    assert lc.worker_exited(1, "exited 1") == [Disconnect(("a",), "air worker exited 1"), StopStream(1)]
-    assert (lc.state, lc.failure) == (State.IDLE, "air worker exited 1")
-    assert lc.tune_in("b") == [RequestStream(2)]
+    assert (lc.state, lc.failure) == (State.FAILED, "no stream within 10 s")
 
 
 def test_stream_ended_before_first_bytes_stops_and_its_exit_then_fails():
@@ -216,14 +236,17 @@ class World:
         self.spawned: set[int] = set()
         self.ready: set[int] = set()  # stream_ready was accepted (the front reads the stream)
         self.exited: set[int] = set()
+        self.ended: set[int] = set()  # EOF seen: its worker closed the write end
         self.stopped: set[int] = set()  # StopStream was issued
         self.log: list[str] = []
 
     def alive(self) -> set[int]:
-        return set(self.requested) - self.exited
+        return set(self.requested) - self.exited - self.ended
 
     def apply(self, name: str, *args) -> None:
         self.log.append(f"{name}{args}")
+        if name == "stream_ended":
+            self.ended.add(args[0])
         actions = getattr(self.lc, name)(*args)
         for a in actions:
             self.log.append(f"  -> {a}")
