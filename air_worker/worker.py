@@ -30,8 +30,9 @@ log = logging.getLogger("air_worker")
 STOP_GRACE_SECONDS = 0.5
 STDERR_TAIL_LINES = 20
 MAX_BACKOFF_SECONDS = 5.0
-# A first ffmpeg that dies sooner than this could not start (a broken file, a bad
-# option): restarting it would only delay the viewers' 503.
+# A first ffmpeg that exits with an error sooner than this could not start (a broken
+# file, a bad option): restarting it would only delay the viewers' 503. One killed by
+# a signal crashed, and is restarted.
 START_FAILURE_SECONDS = 1.0
 
 
@@ -180,7 +181,8 @@ class AirWorker:
         now = time.monotonic()
         while self.restarts and self.restarts[0] < now - self.config.restart_window_seconds:
             self.restarts.popleft()
-        first_start_failed = self.ffmpegs_started == 1 and now - self.started_at < START_FAILURE_SECONDS
+        first_start_failed = (self.ffmpegs_started == 1 and code > 0
+                              and now - self.started_at < START_FAILURE_SECONDS)
         if first_start_failed or len(self.restarts) >= self.config.restart_limit:
             why = "" if first_start_failed else (
                 f" ({len(self.restarts)} restarts in {self.config.restart_window_seconds:g} s)")

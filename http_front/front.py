@@ -394,6 +394,7 @@ class Front:
         if stream not in self.stopped_streams:
             self.stopped_streams.add(stream)
             channel.stop_requested_at = time.monotonic()
+            channel.start_deadline = None
             try:
                 wire.send(self.inbox, wire.Stop(stream), wire.air_inbox_address(self.instance, stream))
             except OSError:
@@ -411,7 +412,6 @@ class Front:
             channel.next_stream_sock.close()
             channel.next_stream_sock = None
         channel.stream_id = None
-        channel.start_deadline = None
 
     def admit(self, channel: Channel, viewer: Viewer, from_start: bool) -> None:
         buffer = channel.buffer

@@ -65,6 +65,20 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def drop_privileges(user: str) -> None:
+    """Become `user` for good: the port is bound, and nothing after this needs root."""
+    import pwd
+
+    if os.geteuid() != 0:
+        log.warning("not root: cannot switch to user %r; running as uid %d", user, os.geteuid())
+        return
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    log.info("running as user %s (uid %d)", user, entry.pw_uid)
+
+
 class Supervisor:
     SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -87,6 +101,8 @@ class Supervisor:
     # The loop
 
     def run(self) -> int:
+        if self.config.user:
+            drop_privileges(self.config.user)
         prctl.set_child_subreaper(1)
         prctl.set_proctitle("retrovue-air: supervisor")
         self.wake_w.setblocking(False)

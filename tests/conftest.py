@@ -8,8 +8,8 @@ def service_factory(tmp_path):
     """Start the service on a test config; on teardown stop it and check that nothing leaked."""
     started: list[Service] = []
 
-    def start(**config) -> Service:
-        service = Service(write_config(tmp_path, **config))
+    def start(env: dict | None = None, port: int | None = None, **config) -> Service:
+        service = Service(write_config(tmp_path, **config), env=env, port=port)
         started.append(service)
         return service
 
