@@ -20,6 +20,9 @@ import time
 
 import h11
 
+from dataclasses import replace
+
+from retrovue_air import config as config_module
 from retrovue_air import wire
 from retrovue_air.config import Channel as ChannelConfig
 from retrovue_air.config import Config
@@ -97,6 +100,7 @@ class Front:
         self.channels = {c.id: Channel(c, ChannelLifecycle(c.id, retry_after=config.failed_retry_seconds))
                          for c in config.channels}
         self.channel_ids = frozenset(self.channels)
+        self.retired: dict[str, Channel] = {}  # removed by a reload, their worker not yet reaped
         self.viewers: dict[int, Viewer] = {}
         # Connections still sending their request, oldest first: the slowloris sweep
         # looks only at the head of this queue, so there is no timer per connection.
@@ -120,6 +124,7 @@ class Front:
         self.sel.register(self.control, selectors.EVENT_READ, ("control", None))
         self.sel.register(self.inbox, selectors.EVENT_READ, ("inbox", None))
         log.info("serving on %s:%d", *self.listener.getsockname()[:2])
+        self.tell_supervisor(wire.FrontReady())
         try:
             while self.running:
                 events = self.sel.select(self.timeout())
@@ -178,7 +183,7 @@ class Front:
     def shutdown(self) -> None:
         for viewer in list(self.viewers.values()):
             self.close_viewer(viewer, "service stopping", tune_out=False)
-        for channel in self.channels.values():
+        for channel in [*self.channels.values(), *self.retired.values()]:
             if channel.lifecycle.stream is not None:
                 self.stop_stream(channel, channel.lifecycle.stream)
         self.sel.close()
@@ -306,7 +311,7 @@ class Front:
         self.pump(viewer)
 
     def pump(self, viewer: Viewer) -> None:
-        channel = self.channels.get(viewer.channel) if viewer.channel else None
+        channel = self.channel_of(viewer)
         result = viewer.send(channel.buffer if channel else None)
         if result is Sent.LOST:
             self.close_viewer(viewer, "connection lost")
@@ -342,7 +347,7 @@ class Front:
             except OSError:
                 pass
         viewer.sock.close()
-        channel = self.channels.get(viewer.channel) if viewer.channel else None
+        channel = self.channel_of(viewer)
         if channel is None or viewer.phase is Phase.CLOSING:
             return
         channel.blocked.discard(viewer)
@@ -470,7 +475,16 @@ class Front:
             except wire.ProtocolError as e:
                 log.error("bad message from the supervisor: %s", e)
                 continue
-            channel = self.channels.get(getattr(message, "channel", ""))
+            if isinstance(message, wire.Ping):
+                live = sum(1 for c in self.channels.values() if c.lifecycle.viewer_count)
+                viewers = sum(c.lifecycle.viewer_count for c in self.channels.values())
+                self.tell_supervisor(wire.Pong(viewers, live))
+                continue
+            if isinstance(message, wire.Reload):
+                self.reload(message)
+                continue
+            channel = self.channels.get(getattr(message, "channel", "")) or self.retired.get(
+                getattr(message, "channel", ""))
             if channel is None:
                 continue
             if isinstance(message, wire.WorkerSpawned):
@@ -482,6 +496,55 @@ class Front:
                 self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, message.status,
                                                                         time.monotonic()))
                 self.stopped_streams.discard(message.stream)
+                self.forget_retired(channel)
+
+    def tell_supervisor(self, message: wire.Message) -> None:
+        try:
+            wire.send(self.control, message)
+        except OSError as e:
+            log.error("cannot reach the supervisor: %s", e)
+            self.running = False
+
+    def reload(self, message: wire.Reload) -> None:
+        """Apply a new configuration: unchanged channels see no gap, changed ones take it
+        for their next stream, removed ones close their viewers and stop."""
+        try:
+            new = config_module.parse(message.text, message.path)
+        except config_module.ConfigError as e:  # the supervisor validated it: should not happen
+            log.error("reload refused: %s", e)
+            return
+        self.config = replace(new, listen=self.config.listen)
+        wanted = {c.id: c for c in new.channels}
+        for channel_id in [c for c in self.channels if c not in wanted]:
+            channel = self.channels.pop(channel_id)
+            log.info("channel %s: removed by the new configuration; closing its viewers", channel_id)
+            self.retired[channel_id] = channel
+            for viewer in list(channel.lifecycle.waiting):
+                self.respond(viewer, responses.text(404, "no such channel"))
+                self.carry_out(channel, channel.lifecycle.tune_out(viewer))
+            for viewer in list(channel.viewers):
+                self.close_viewer(viewer, "channel removed")
+            self.forget_retired(channel)
+        for channel_id, channel_config in wanted.items():
+            if channel_id in self.channels:
+                if self.channels[channel_id].config != channel_config:
+                    log.info("channel %s: changed; the change applies to its next stream", channel_id)
+                self.channels[channel_id].config = channel_config
+            else:
+                log.info("channel %s: added", channel_id)
+                self.channels[channel_id] = Channel(channel_config, ChannelLifecycle(
+                    channel_id, retry_after=new.failed_retry_seconds))
+            self.channels[channel_id].lifecycle.retry_after = new.failed_retry_seconds
+        self.channel_ids = frozenset(self.channels)
+
+    def channel_of(self, viewer: Viewer) -> Channel | None:
+        if viewer.channel is None:
+            return None
+        return self.channels.get(viewer.channel) or self.retired.get(viewer.channel)
+
+    def forget_retired(self, channel: Channel) -> None:
+        if channel.id in self.retired and channel.lifecycle.state in (State.IDLE, State.FAILED):
+            del self.retired[channel.id]
 
     def read_inbox(self) -> None:
         while True:
@@ -492,7 +555,8 @@ class Front:
             except wire.ProtocolError as e:
                 log.warning("ignored a message in the inbox: %s", e)
                 continue
-            channel = self.channels.get(getattr(message, "channel", ""))
+            channel = self.channels.get(getattr(message, "channel", "")) or self.retired.get(
+                getattr(message, "channel", ""))
             if isinstance(message, wire.StreamReady) and len(fds) == 1 and channel is not None:
                 self.stream_ready(channel, message, fds[0])
                 continue

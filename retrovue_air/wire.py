@@ -1,8 +1,8 @@
 """The messages between the service's processes, and the sockets that carry them.
 
 Three conversations, all on this machine:
-  front -> supervisor   StartStream                 (SOCK_SEQPACKET socketpair)
-  supervisor -> front   WorkerSpawned, WorkerExited (same socketpair)
+  front -> supervisor   StartStream, FrontReady, Pong          (SOCK_SEQPACKET socketpair)
+  supervisor -> front   WorkerSpawned, WorkerExited, Ping, Reload (same socketpair)
   air worker -> front   StreamReady (+ the stream FD; again after each ffmpeg restart),
                         StreamFailed                (datagram to the front's inbox)
   front -> air worker   Stop                        (datagram to the worker's inbox)
@@ -22,7 +22,7 @@ import socket
 import struct
 from dataclasses import asdict, dataclass, fields
 
-MAX_MESSAGE = 4096
+MAX_MESSAGE = 65536  # a whole config file fits (Reload)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
@@ -71,9 +71,33 @@ class Stop:
     stream: int
 
 
-MESSAGES = {cls.__name__: cls for cls in (StartStream, WorkerSpawned, WorkerExited,
-                                          StreamReady, StreamFailed, Stop)}
-Message = StartStream | WorkerSpawned | WorkerExited | StreamReady | StreamFailed | Stop
+@dataclass(frozen=True)
+class FrontReady:
+    """The front is serving: the supervisor may tell systemd READY=1."""
+
+
+@dataclass(frozen=True)
+class Ping:
+    """The supervisor asks whether the front's loop still turns (for systemd's watchdog)."""
+
+
+@dataclass(frozen=True)
+class Pong:
+    viewers: int
+    live_channels: int
+
+
+@dataclass(frozen=True)
+class Reload:
+    """A new, already validated configuration (SIGHUP)."""
+    path: str
+    text: str
+
+
+MESSAGES = {cls.__name__: cls for cls in (StartStream, WorkerSpawned, WorkerExited, StreamReady,
+                                          StreamFailed, Stop, FrontReady, Ping, Pong, Reload)}
+Message = (StartStream | WorkerSpawned | WorkerExited | StreamReady | StreamFailed | Stop | FrontReady
+           | Ping | Pong | Reload)
 
 
 def encode(message: Message) -> bytes:

@@ -15,14 +15,16 @@ import selectors
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import prctl
 
 from air_worker.worker import run_air_worker
 from http_front.front import run_front
-from retrovue_air import child_process, wire
+from retrovue_air import child_process, config as configuration, wire
 from retrovue_air.config import Config
+
+from .sd_notify import Notifier
 
 log = logging.getLogger("supervisor")
 
@@ -97,6 +99,10 @@ class Supervisor:
         # Bound once, here, and kept: workers can always reach the front's inbox,
         # including across a restart of the front.
         self.front_inbox = wire.bind_inbox(wire.front_inbox_address(self.instance))
+        self.notifier = Notifier.from_environ(os.environ)
+        self.ready_sent = False
+        self.last_pong: float | None = None
+        self.next_ping: float | None = None
 
     # The loop
 
@@ -113,6 +119,7 @@ class Supervisor:
         self.spawn_front()
         try:
             while not (self.stopping and not self.children()):
+                self.watchdog()
                 timeout = self.timeout()
                 for key, _ in self.sel.select(timeout):
                     if key.data == "signal":
@@ -131,11 +138,27 @@ class Supervisor:
         return ([self.front_pid] if self.front_pid else []) + list(self.workers)
 
     def timeout(self) -> float | None:
-        if self.stopping:
-            return max(0.0, self.shutdown_deadline - time.monotonic())
-        if self.front_restart_at is not None:
-            return max(0.0, self.front_restart_at - time.monotonic())
-        return None
+        deadlines = [self.next_ping, self.front_restart_at,
+                     self.shutdown_deadline if self.stopping else None]
+        due = [d for d in deadlines if d is not None]
+        return max(0.0, min(due) - time.monotonic()) if due else None
+
+    def watchdog(self) -> None:
+        """Ping systemd's watchdog only while this loop turns and the front answers it."""
+        interval = self.notifier.watchdog_interval
+        if interval is None or self.stopping:
+            self.next_ping = None
+            return
+        now = time.monotonic()
+        if self.next_ping is not None and now < self.next_ping:
+            return
+        if self.last_pong is not None and now - self.last_pong < 2 * interval:
+            self.notifier.watchdog()
+        elif self.ready_sent:
+            log.warning("http_front has not answered for %.1f s: not pinging the watchdog",
+                        now - (self.last_pong or now))
+        self.tell_front(wire.Ping())
+        self.next_ping = now + interval
 
     def check_deadlines(self) -> None:
         now = time.monotonic()
@@ -162,11 +185,38 @@ class Supervisor:
         self.stop("SIGINT")
 
     def handle_hup(self) -> None:
-        log.info("SIGHUP: configuration reload is not supported yet; ignored")
+        """Reload the configuration: the front applies it; a broken file changes nothing."""
+        path = self.config.path
+        self.notifier.reloading()
+        try:
+            if path == configuration.BUILT_IN:
+                text = configuration.default_config_text()
+            else:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+            new = configuration.parse(text, path)
+        except (OSError, UnicodeDecodeError, configuration.ConfigError) as e:
+            log.error("SIGHUP: configuration refused, keeping the running one: %s", e)
+            self.notifier.ready()
+            return
+        if new.listen != self.config.listen:
+            log.warning("SIGHUP: the listen address changes only on a restart")
+        new = replace(new, listen=self.config.listen, user=self.config.user)
+        self.config = new
+        self.tell_front(wire.Reload(path, text))
+        log.info("SIGHUP: configuration reloaded from %s: %d channels", path, len(new.channels))
+        self.notifier.ready(self.status_text())
+
+    def status_text(self, viewers: int | None = None, live: int | None = None) -> str:
+        text = f"{len(self.config.channels)} channels"
+        if viewers is not None:
+            text += f", {live} live, {viewers} viewers"
+        return text
 
     def stop(self, why: str) -> None:
         if self.stopping:
             return
+        self.notifier.stopping()
         log.info("%s: stopping %d processes", why, len(self.children()))
         self.stopping = True
         self.shutdown_deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
@@ -184,6 +234,7 @@ class Supervisor:
             self.sel.close()
             self.wake_r.close()
             self.wake_w.close()
+            self.notifier.close()
         return pid
 
     def spawn_front(self) -> None:
@@ -296,6 +347,15 @@ class Supervisor:
                 continue
             if isinstance(message, wire.StartStream) and not self.stopping:
                 self.spawn_air_worker(message.channel, message.stream)
+            elif isinstance(message, wire.FrontReady):
+                self.last_pong = time.monotonic()
+                if not self.ready_sent:
+                    self.ready_sent = True
+                    host, port = self.listener.getsockname()[:2]
+                    self.notifier.ready(f"serving {self.status_text()} on {host}:{port}")
+            elif isinstance(message, wire.Pong):
+                self.last_pong = time.monotonic()
+                self.notifier.status(f"serving {self.status_text(message.viewers, message.live_channels)}")
 
     def tell_front(self, message: wire.Message) -> None:
         if self.control is None or self.front_pid is None:
@@ -307,6 +367,7 @@ class Supervisor:
                 log.error("cannot tell the front: %s", e)
 
     def close(self) -> None:
+        self.notifier.close()
         signal.set_wakeup_fd(-1)
         self.sel.close()
         for sock in (self.control, self.front_inbox, self.wake_r, self.wake_w, self.listener):
