@@ -33,7 +33,7 @@ from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Ref
                                 State, StopStream)
 from .stream_buffer import TS_PACKET, StreamBuffer
 from .ts_packets import TsScanner
-from .viewer import Phase, Sent, Viewer
+from .viewer import MAX_REQUEST_HEAD, Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
 
@@ -243,6 +243,7 @@ class Front:
         if viewer.phase is not Phase.REQUEST:
             return True  # a player may send anything once it is watching; it is ignored
         viewer.conn.receive_data(data)
+        viewer.received += len(data)
         try:
             event = viewer.conn.next_event()
         except h11.RemoteProtocolError as e:
@@ -255,6 +256,13 @@ class Front:
             return True
         self.reading.pop(viewer, None)
         if isinstance(event, h11.Request):
+            # h11 bounds only a head still incomplete; one that arrived whole in a single
+            # recv is measured here, so the limit does not depend on how TCP split it.
+            head_size = viewer.received - len(viewer.conn.trailing_data[0])
+            if head_size > MAX_REQUEST_HEAD:
+                log.info("%s: request head of %d bytes: 431", viewer.peer, head_size)
+                self.respond(viewer, responses.text(431, "request header fields too large"))
+                return True
             self.handle_request(viewer, event)
         else:
             self.close_viewer(viewer, "closed before a request")
@@ -448,6 +456,8 @@ class Front:
         buffer = channel.buffer
         oldest = -(-buffer.oldest // TS_PACKET) * TS_PACKET
         point = channel.scanner.join_point(oldest, buffer.published)
+        log.debug("channel %s: join point for %s in [%d, %d): %s", channel.id, viewer.peer, oldest,
+                  buffer.published, point and (point.offset, len(point.prefix), point.at_keyframe))
         if point is None:
             viewer.cursor = buffer.published
             return

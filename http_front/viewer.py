@@ -35,7 +35,7 @@ class Sent(enum.Enum):
 
 class Viewer:
     __slots__ = ("sock", "fd", "peer", "conn", "phase", "channel", "cursor", "pending",
-                 "blocked", "connected_at", "start_cursor", "address")
+                 "blocked", "connected_at", "start_cursor", "address", "received")
 
     def __init__(self, sock: socket.socket, peer: str, now: float):
         self.sock = sock
@@ -49,6 +49,7 @@ class Viewer:
         self.pending = b""  # response head (and anything else) before the stream bytes
         self.blocked = False
         self.connected_at = now
+        self.received = 0  # request bytes read, to bound the head's size
         self.address = peer.rsplit(":", 1)[0]  # the client's address, for per-address limits
 
     def __repr__(self) -> str:

@@ -3,8 +3,16 @@ import pytest
 from harness import Service, write_config, zombies_under
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.call_failed = report.failed
+
+
 @pytest.fixture
-def service_factory(tmp_path):
+def service_factory(tmp_path, request):
     """Start the service on a test config; on teardown stop it and check that nothing leaked."""
     started: list[Service] = []
 
@@ -14,6 +22,10 @@ def service_factory(tmp_path):
         return service
 
     yield start
+    if getattr(request.node, "call_failed", False):
+        for service in started:  # the service's own account of what happened
+            print(f"--- service log (port {service.port}), last 60 lines ---")
+            print("\n".join(service.lines[-60:]))
     for service in started:
         if service.proc.poll() is None:
             assert not zombies_under(service.supervisor), "zombie children of the supervisor"

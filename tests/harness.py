@@ -101,7 +101,7 @@ class Service:
         self._new_line = threading.Condition()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "--config", str(config_path),
-             "--listen", f"127.0.0.1:{self.port}"],
+             "--listen", f"127.0.0.1:{self.port}", "--log-level", os.environ.get("TEST_LOG_LEVEL", "INFO")],
             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env={**os.environ, **(env or {})})
         self.supervisor = psutil.Process(self.proc.pid)
@@ -240,3 +240,30 @@ def assert_aligned_ts(data: bytes) -> None:
     assert len(data) >= 188 * 2, len(data)
     bad = [i for i in range(0, len(data) - len(data) % 188, 188) if data[i] != 0x47]
     assert not bad, f"sync byte missing at offsets {bad[:5]}"
+
+
+class Reader(threading.Thread):
+    """A viewer that reads continuously in a thread, as a player does; count is its bytes so far."""
+
+    def __init__(self, service, channel: str = "1"):
+        super().__init__(daemon=True)
+        self.viewer = RawViewer(service, channel)
+        self.count = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        self.viewer.read_head()
+        while not self.stop.is_set():
+            try:
+                data = self.viewer.sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.count += len(data)
+
+    def finish(self):
+        self.stop.set()
+        self.viewer.sock.shutdown(socket.SHUT_RDWR)
+        self.join(timeout=10)
+        self.viewer.close()

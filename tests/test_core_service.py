@@ -13,7 +13,7 @@ import time
 import psutil
 import requests
 
-from harness import (RawViewer, assert_aligned_ts, fd_count, require_tool, wait_until,
+from harness import (RawViewer, Reader, assert_aligned_ts, fd_count, require_tool, wait_until,
                      zombies_under)
 
 TEARDOWN_SECONDS = 1.5  # the promise is one second; a shared 2-core CI machine gets a little slack
@@ -119,31 +119,6 @@ def test_two_hundred_rapid_tune_ins_leak_nothing(service):
     v = RawViewer(service)
     assert_aligned_ts(v.read_body(16 * 1024))  # and it still works
     v.close()
-
-
-class Reader(threading.Thread):
-    def __init__(self, service):
-        super().__init__(daemon=True)
-        self.viewer = RawViewer(service)
-        self.count = 0
-        self.stop = threading.Event()
-
-    def run(self):
-        self.viewer.read_head()
-        while not self.stop.is_set():
-            try:
-                data = self.viewer.sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            self.count += len(data)
-
-    def finish(self):
-        self.stop.set()
-        self.viewer.sock.shutdown(socket.SHUT_RDWR)
-        self.join(timeout=10)
-        self.viewer.close()
 
 
 def test_a_stalled_viewer_is_dropped_while_the_others_keep_their_rate(service_factory):

@@ -6,7 +6,7 @@ import random
 import re
 import subprocess
 
-from harness import RawViewer, assert_aligned_ts, require_tool
+from harness import RawViewer, Reader, assert_aligned_ts, require_tool, wait_until
 from ts_packets_check import first_video_frame_is_key, pmt_pid_of
 
 from http_front.ts_packets import continuity_errors, packet_pids
@@ -38,14 +38,16 @@ def assert_clean_join(body: bytes, ffmpeg: str, from_start: bool = False) -> Non
 def test_viewers_joining_at_random_moments_start_at_pat_pmt_and_a_keyframe(service):
     ffmpeg = require_tool("ffmpeg")
     rng = random.Random(3)
-    keeper = RawViewer(service)  # keeps the channel live; its bytes are our clock
-    keeper.read_body(32 * 1024)
+    keeper = Reader(service)  # keeps the channel live, reading as a player does; its bytes are our clock
+    keeper.start()
     for _ in range(12):
-        keeper.read_body(len(keeper.body) + rng.randrange(1, 60 * 1024))  # a random moment later
+        moment = keeper.count + rng.randrange(1, 60 * 1024)  # a random moment later
+        wait_until(lambda: keeper.count >= moment, 10, "the stream moving on")
         joiner = RawViewer(service)
         assert_clean_join(joiner.read_body(JOIN_BYTES), ffmpeg)
         joiner.close()
-    keeper.close()
+    assert keeper.is_alive(), "the keeper was dropped: the joins did not test a running channel"
+    keeper.finish()
 
 
 def test_a_viewer_who_joins_while_the_channel_starts_gets_its_first_byte(service):
@@ -85,8 +87,9 @@ height = 180
 
 def test_players_play_a_late_joined_stream_without_decode_errors(service):
     mpv, cvlc = require_tool("mpv"), require_tool("cvlc")
-    keeper = RawViewer(service)
-    keeper.read_body(200 * 1024)
+    keeper = Reader(service)
+    keeper.start()
+    wait_until(lambda: keeper.count > 200 * 1024, 10, "the channel running")
     url = service.url("/channels/1.ts")
     played = subprocess.run([mpv, "--no-config", "--vo=null", "--ao=null", "--frames=25",
                              "--msg-level=all=warn", url], capture_output=True, text=True, timeout=60)
@@ -103,7 +106,8 @@ def test_players_play_a_late_joined_stream_without_decode_errors(service):
                       if re.search(r"(avcodec|decoder|packetizer|ts demux) error", l) or "corrupt" in l.lower()]
     assert not decoder_errors, decoder_errors
     assert re.search(r'using .*decoder module "avcodec"', log), "VLC decoded no video:\n" + log[-3000:]
-    keeper.close()
+    assert keeper.is_alive(), "the keeper was dropped: the players did not join a running channel"
+    keeper.finish()
 
 
 def make_ts(ffmpeg: str, path, extra: list[str], seconds: int = 4) -> None:
