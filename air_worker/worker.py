@@ -226,6 +226,7 @@ class AirWorker:
         if proc is None:
             return
         if proc.poll() is None:
+            began = time.monotonic()
             proc.terminate()
             try:
                 proc.wait(STOP_GRACE_SECONDS)
@@ -233,8 +234,8 @@ class AirWorker:
                 log.warning("channel %s: ffmpeg %d ignored SIGTERM, killing it", self.channel.id, proc.pid)
                 proc.kill()
                 proc.wait()
-            log.info("channel %s: stream %d stopped ffmpeg pid %d (status %s)",
-                     self.channel.id, self.stream, proc.pid, proc.returncode)
+            log.info("channel %s: stream %d stopped ffmpeg pid %d (status %s) in %.3f s",
+                     self.channel.id, self.stream, proc.pid, proc.returncode, time.monotonic() - began)
         if not proc.stderr.closed:
             proc.stderr.close()
 

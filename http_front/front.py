@@ -501,7 +501,10 @@ class Front:
                 self.carry_out(channel, channel.lifecycle.worker_spawned(message.stream, message.pid))
             elif isinstance(message, wire.WorkerExited):
                 if message.stream in self.stopped_streams and channel.stop_requested_at is not None:
-                    channel.stats.teardown.observe(time.monotonic() - channel.stop_requested_at)
+                    took = time.monotonic() - channel.stop_requested_at
+                    channel.stats.teardown.observe(took)
+                    log.info("channel %s: stream %d torn down in %.3f s (air worker %s)",
+                             channel.id, message.stream, took, message.status)
                     channel.stop_requested_at = None
                 self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, message.status,
                                                                         time.monotonic()))

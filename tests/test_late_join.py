@@ -112,7 +112,7 @@ def test_players_play_a_late_joined_stream_without_decode_errors(service):
 
 def make_ts(ffmpeg: str, path, extra: list[str], seconds: int = 4) -> None:
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25", "-f", "lavfi",
-                    "-i", "sine", "-t", str(seconds), *extra, "-f", "mpegts", str(path)], check=True)
+                    "-i", "sine", "-t", str(seconds), *extra, *([] if "-f" in extra else ["-f", "mpegts"]), str(path)], check=True)
 
 
 def test_a_passed_through_mpegts_source_joins_at_its_own_keyframes(service_factory, tmp_path):
@@ -164,3 +164,29 @@ transcode = false
     service.wait_for_log(r"channel radio: no keyframe in the buffer", start=mark)
     said = [l for l in service.lines[mark:] if "no keyframe in the buffer" in l]
     assert len(said) == 1, said
+
+
+def test_a_transcoded_media_file_channel_joins_at_keyframes_too(service_factory, tmp_path):
+    ffmpeg = require_tool("ffmpeg")
+    clip = tmp_path / "clip.mp4"
+    make_ts(ffmpeg, clip, ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-f", "mp4"], seconds=3)
+    service = service_factory(extra=f'''
+[[channel]]
+id = "movie"
+name = "Movie"
+source = "files"
+file = "{clip}"
+video_kbps = 400
+width = 160
+height = 90
+''')
+    keeper = Reader(service, "movie")
+    keeper.start()
+    for _ in range(3):
+        moment = keeper.count + 40 * 1024
+        wait_until(lambda: keeper.count >= moment, 10, "the stream moving on")
+        joiner = RawViewer(service, "movie")
+        assert_clean_join(joiner.read_body(40 * 1024), ffmpeg)
+        joiner.close()
+    assert keeper.is_alive()
+    keeper.finish()
