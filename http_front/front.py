@@ -134,7 +134,8 @@ class Front:
                 for key, mask in events:
                     kind, obj = key.data
                     if kind == "viewer":
-                        if obj.fd in self.viewers:  # not closed earlier in this round
+                        # Closed earlier in this round, perhaps with its fd number reused since.
+                        if self.viewers.get(obj.fd) is obj:
                             self.viewer_event(obj, mask)
                     elif kind == "stream":
                         if obj.stream_sock is not None and obj.stream_sock.fileno() == key.fd:
@@ -226,7 +227,7 @@ class Front:
         if mask & selectors.EVENT_READ:
             if not self.read_request(viewer):
                 return
-        if mask & selectors.EVENT_WRITE and viewer.fd in self.viewers:
+        if mask & selectors.EVENT_WRITE and self.viewers.get(viewer.fd) is viewer:
             self.pump(viewer)
 
     def read_request(self, viewer: Viewer) -> bool:
@@ -338,8 +339,9 @@ class Front:
                 channel.blocked.discard(viewer)
 
     def close_viewer(self, viewer: Viewer, why: str | None, tune_out: bool = True) -> None:
-        if self.viewers.pop(viewer.fd, None) is None:
+        if self.viewers.get(viewer.fd) is not viewer:
             return
+        del self.viewers[viewer.fd]
         self.reading.pop(viewer, None)
         self.per_address[viewer.address] -= 1
         if not self.per_address[viewer.address]:

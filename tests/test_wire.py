@@ -36,7 +36,7 @@ def test_encoding_is_one_flat_json_object_with_its_type():
 
 
 def test_a_message_over_max_message_is_refused_when_encoded():
-    with pytest.raises(ProtocolError, match="over 4096"):
+    with pytest.raises(ProtocolError, match=f"over {wire.MAX_MESSAGE}"):
         wire.encode(StreamFailed("1", 1, "x" * wire.MAX_MESSAGE))
 
 
