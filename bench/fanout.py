@@ -7,7 +7,6 @@ buffer to the same number of readers at the same rate (the floor for Python code
 from __future__ import annotations
 
 import os
-import selectors
 import socket
 import time
 

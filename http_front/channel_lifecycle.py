@@ -194,7 +194,7 @@ class ChannelLifecycle:
         """EOF on the stream: the worker is gone or going."""
         if not self._current(stream):
             return []
-        return [StopStream(stream)] + self._lost_worker(f"the stream ended", now)
+        return [StopStream(stream)] + self._lost_worker("the stream ended", now)
 
     def _lost_worker(self, why: str, now: float) -> list[Action]:
         if self.state is not State.LIVE:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 import psutil
 import requests
 
-from harness import (RawViewer, Reader, assert_aligned_ts, fd_count, require_tool, wait_until,
+from harness import (RawViewer, Reader, assert_aligned_ts, require_tool, wait_until,
                      zombies_under)
 
 TEARDOWN_SECONDS = 1.5  # the promise is one second; a shared 2-core CI machine gets a little slack

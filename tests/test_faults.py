@@ -12,7 +12,7 @@ import subprocess
 import psutil
 import requests
 
-from harness import RawViewer, assert_aligned_ts, fd_count, wait_until, zombies_under
+from harness import RawViewer, assert_aligned_ts, wait_until, zombies_under
 
 from retrovue_air import wire
 

@@ -16,7 +16,6 @@ import threading
 import time
 
 import h11
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 

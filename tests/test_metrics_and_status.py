@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import struct
 import subprocess
-import threading
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import ROOT, RawViewer, require_tool, wait_until
+from harness import ROOT, Reader, require_tool, wait_until
 from http_front import metrics, status_page
 from http_front.channel_lifecycle import ChannelLifecycle, State
 from http_front.front import Channel
@@ -57,40 +55,12 @@ def scrape(service) -> Metrics:
     return Metrics(response.text)
 
 
-class Drain(threading.Thread):
-    """Keeps reading a RawViewer's stream so the front never drops it as slow."""
-
-    def __init__(self, viewer: RawViewer):
-        super().__init__(daemon=True)
-        self.viewer = viewer
-        self.count = 0
-
-    def run(self) -> None:
-        while True:
-            try:
-                data = self.viewer.sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            self.count += len(data)
-
-    def stop(self) -> None:
-        try:
-            self.viewer.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.join(timeout=10)
-        self.viewer.close()
-
-
-def watching(service, channel: str = "1") -> Drain:
-    """A RawViewer on the channel, live and past its first bytes, read in the background."""
-    viewer = RawViewer(service, channel)
-    viewer.read_body(16 * 1024)
-    drain = Drain(viewer)
-    drain.start()
-    return drain
+def watching(service, channel: str = "1") -> Reader:
+    """A viewer on the channel, live and past its first bytes, read in the background."""
+    reader = Reader(service, channel)
+    reader.start()
+    wait_until(lambda: reader.count > 16 * 1024, 10, "the viewer receiving")
+    return reader
 
 
 class Cards(HTMLParser):
@@ -215,7 +185,7 @@ def test_metrics_follow_a_viewer_through_a_channel_life(service):
     wait_until(lambda: scrape(service).value("retrovue_air_bytes_out_total", channel="1") > out + 16 * 1024,
                10, "bytes_out growing")
 
-    drain.stop()
+    drain.finish()
     service.wait_idle()
     after = scrape(service)
     assert after.value("retrovue_air_viewers", channel="1") == 0
@@ -288,7 +258,7 @@ def test_status_page_escapes_and_shows_what_is_on(tmp_path):
 
 
 def test_status_page_in_headless_chromium_shows_a_live_channel(service, tmp_path):
-    chromium = require_tool("chromium")
+    require_tool("chromium")
     drain = watching(service)
     wait_until(lambda: service.channels()["1"]["viewers"] == 1, 5, "one viewer on channel 1")
 
@@ -316,7 +286,7 @@ def test_status_page_in_headless_chromium_shows_a_live_channel(service, tmp_path
     shutil.copyfile(shot, ARTIFACTS / "status-page.png")
 
     assert drain.is_alive() and drain.count > 0, "the viewer kept watching throughout"
-    drain.stop()
+    drain.finish()
     service.wait_idle()
 
 
