@@ -16,6 +16,9 @@ from .readers import Readers
 from .service import running_service
 
 CHANNEL = """
+max_connections = 5000
+max_connections_per_address = 5000  # every bench viewer comes from 127.0.0.1
+
 [[channel]]
 id = "bench"
 name = "Bench"
