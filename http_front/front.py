@@ -24,11 +24,10 @@ from dataclasses import replace
 
 from retrovue_air import config as config_module
 from retrovue_air import wire
-from retrovue_air.config import Channel as ChannelConfig
 from retrovue_air.config import Config
 
 from . import metrics, responses, routes, status_page
-from .channel_stats import ChannelStats
+from .channel import Channel, host_of
 from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
                                 State, StopStream)
 from .stream_buffer import TS_PACKET, StreamBuffer
@@ -40,53 +39,6 @@ log = logging.getLogger("http_front")
 FLUSH_BYTES = 64 * 1024
 ACCEPTS_PER_WAKEUP = 64
 MIN_BUFFER = 4 * 1024 * 1024
-
-
-def host_of(request: h11.Request) -> str:
-    """The Host the viewer used (for absolute links in playlists), made safe to echo."""
-    for name, value in request.headers:
-        if name == b"host":
-            host = value.decode("ascii", "replace")
-            if all(c.isalnum() or c in ".-:[]" for c in host):
-                return host
-    return "127.0.0.1"
-
-
-class Channel:
-    """The front's view of one channel: its lifecycle, its stream and its buffer."""
-
-    def __init__(self, config: ChannelConfig, lifecycle: ChannelLifecycle):
-        self.config = config
-        self.lifecycle = lifecycle
-        self.stream_sock: socket.socket | None = None
-        self.stream_id: int | None = None  # the stream stream_sock carries
-        # A restarted ffmpeg's stream, queued until the old one has been read to its end.
-        self.next_stream_sock: socket.socket | None = None
-        self.start_deadline: float | None = None
-        self.failure_tail = ""  # the tail of ffmpeg's stderr when the channel last failed
-        self.buffer: StreamBuffer | None = None
-        self.scanner: TsScanner | None = None  # where in the buffer a late joiner can start
-        self.said_no_keyframe = False
-        self.flush_deadline: float | None = None
-        self.blocked: set[Viewer] = set()  # watching viewers waiting for writability
-        self.viewers: dict[Viewer, None] = {}  # watching viewers, in arrival order
-        self.stats = ChannelStats()
-        self.start_requested_at: float | None = None
-        self.stop_requested_at: float | None = None
-
-    def bytes_out(self) -> int:
-        return self.stats.bytes_out_closed + sum(v.cursor - v.start_cursor for v in self.viewers)
-
-    @property
-    def id(self) -> str:
-        return self.config.id
-
-    def summary(self) -> dict:
-        lc = self.lifecycle
-        return {"id": self.id, "name": self.config.name, "state": lc.state.value,
-                "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
-                "ffmpeg_pid": lc.ffmpeg_pid, "error": lc.failure,
-                "stderr_tail": self.failure_tail if lc.failure else ""}
 
 
 class Front:

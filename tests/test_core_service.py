@@ -277,3 +277,19 @@ def test_ffprobe_reads_h264_and_aac_from_a_channel(service):
                              "-of", "csv=p=0", service.url("/channels/2.ts")],
                             capture_output=True, text=True, timeout=60)
     assert set(result.stdout.split()) == {"h264", "aac"}, result.stderr
+
+
+def test_idle_the_service_sleeps_in_its_event_loops_and_runs_no_ffmpeg(service):
+    viewer = RawViewer(service)
+    viewer.read_body(8 * 1024)
+    viewer.close()
+    service.wait_idle()
+    assert not service.ffmpegs()
+    for proc in (service.supervisor, service.front):
+        # Blocked in epoll with no timeout: no timer wakes an idle service.
+        wait_until(lambda: open(f"/proc/{proc.pid}/wchan").read() == "do_epoll_wait", 5,
+                   f"{proc.name()} asleep in epoll_wait")
+        with open(f"/proc/{proc.pid}/syscall") as f:
+            fields = f.read().split()
+        # epoll_wait / epoll_pwait(epfd, events, maxevents, timeout): the 4th argument is -1.
+        assert int(fields[4], 16) & 0xFFFFFFFF == 0xFFFFFFFF, f"{proc.name()} waits with a timeout: {fields}"
