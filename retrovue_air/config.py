@@ -6,6 +6,7 @@ journal at 3 a.m. should not have to guess which of forty channels is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pwd
@@ -20,10 +21,16 @@ BUILT_IN = "<built-in>"
 
 
 class ConfigError(Exception):
+    """The first error found; `others` holds the rest, and str() lists them all, one a line."""
+
     def __init__(self, path: str, line: int | None, key: str | None, message: str):
         self.path, self.line, self.key, self.message = path, line, key, message
+        self.others: list[ConfigError] = []
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+    def __str__(self) -> str:
+        return "\n".join([self.args[0], *(e.args[0] for e in self.others)])
 
 
 @dataclass(frozen=True)
@@ -165,49 +172,67 @@ class _Validator:
                 return number + 1
         return start + 1 if channel_index is not None else None
 
+    @contextlib.contextmanager
+    def collecting(self):
+        """Note an error and go on, so that one run reports every broken key at once."""
+        try:
+            yield
+        except ConfigError as e:
+            self.errors.append(e)
+
     def config(self, doc: dict[str, Any]) -> Config:
+        self.errors: list[ConfigError] = []
         for key in doc:
             if key not in self.TOP_KEYS:
-                raise self.error(key, "unknown key")
+                with self.collecting():
+                    raise self.error(key, "unknown key")
         kwargs: dict[str, Any] = {}
         if "listen" in doc:
-            try:
-                kwargs["listen"] = parse_listen(self.typed(doc, "listen", str))
-            except ValueError as e:
-                raise self.error("listen", str(e)) from None
+            with self.collecting():
+                try:
+                    kwargs["listen"] = parse_listen(self.typed(doc, "listen", str))
+                except ValueError as e:
+                    raise self.error("listen", str(e)) from None
         if "max_lag_seconds" in doc:
-            kwargs["max_lag_seconds"] = self.positive(doc, "max_lag_seconds", None)
+            with self.collecting():
+                kwargs["max_lag_seconds"] = self.positive(doc, "max_lag_seconds", None)
         if "flush_interval_ms" in doc:
-            kwargs["flush_interval"] = self.positive(doc, "flush_interval_ms", None) / 1000
-        for key in self.FLOAT_KEYS:
+            with self.collecting():
+                kwargs["flush_interval"] = self.positive(doc, "flush_interval_ms", None) / 1000
+        for key in self.FLOAT_KEYS + self.INT_KEYS:
             if key in doc:
-                kwargs[key] = self.positive(doc, key, None)
-        for key in self.INT_KEYS:
-            if key in doc:
-                kwargs[key] = self.positive(doc, key, None, int)
+                with self.collecting():
+                    kwargs[key] = self.positive(doc, key, None, float if key in self.FLOAT_KEYS else int)
         if "user" in doc:
-            user = self.typed(doc, "user", str)
-            try:
-                pwd.getpwnam(user)
-            except KeyError:
-                raise self.error("user", f"no such user {user!r}") from None
-            kwargs["user"] = user
+            with self.collecting():
+                user = self.typed(doc, "user", str)
+                try:
+                    pwd.getpwnam(user)
+                except KeyError:
+                    raise self.error("user", f"no such user {user!r}") from None
+                kwargs["user"] = user
         if "log_level" in doc:
-            level = self.typed(doc, "log_level", str).upper()
-            if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-                raise self.error("log_level", f"unknown level {level!r} (debug, info, warning, error)")
-            kwargs["log_level"] = level
+            with self.collecting():
+                level = self.typed(doc, "log_level", str).upper()
+                if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+                    raise self.error("log_level", f"unknown level {level!r} (debug, info, warning, error)")
+                kwargs["log_level"] = level
         tables = doc.get("channel", [])
-        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            raise self.error("channel", "must be an array of tables: [[channel]]")
-        if not tables:
-            raise ConfigError(self.path, None, "channel", "no channel is configured")
-        channels = [self.channel(t, i) for i, t in enumerate(tables)]
-        seen: set[str] = set()
-        for i, c in enumerate(channels):
-            if c.id in seen:
-                raise self.error("id", f"duplicate channel id {c.id!r}", i)
-            seen.add(c.id)
+        channels: list[Channel] = []
+        with self.collecting():
+            if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+                raise self.error("channel", "must be an array of tables: [[channel]]")
+            if not tables:
+                raise ConfigError(self.path, None, "channel", "no channel is configured")
+            for i, t in enumerate(tables):
+                with self.collecting():
+                    channels.append(self.channel(t, i))
+                    if sum(1 for c in channels if c.id == channels[-1].id) > 1:
+                        raise self.error("id", f"duplicate channel id {channels[-1].id!r}", i)
+        if self.errors:
+            first, *others = self.errors
+            first.others = others
+            raise first
         return Config(path=self.path, channels=tuple(channels), **kwargs)
 
     def typed(self, table: dict, key: str, kind: type, index: int | None = None) -> Any:

@@ -192,3 +192,11 @@ def test_parse_listen_refuses_anything_else(value):
 def test_a_bad_listen_in_the_file_names_its_line(tmp_path):
     e = error(tmp_path, ONE.replace("[[channel]]", 'listen = "8000"\n[[channel]]'))
     assert (e.line, e.key) == (1, "listen")
+
+
+def test_every_error_in_a_file_is_reported_at_once(tmp_path):
+    e = error(tmp_path, 'bogus = 1\nmax_connections = "x"\n[[channel]]\nid = "a b"\nname = "x"\n'
+                        'source = "test-pattern"\n[[channel]]\nid = "c"\nname = "c"\nsource = "nope"\n')
+    lines = str(e).splitlines()
+    assert [line.split(": ")[0].rsplit(":", 1)[1] for line in lines] == ["1", "2", "4", "10"]
+    assert (e.line, e.key) == (1, "bogus") and len(e.others) == 3
