@@ -193,6 +193,14 @@ class Service:
         wait_until(gone, 5, f"no process of the service left (pids {sorted(self.seen_pids)})")
 
 
+def files_channel(channel_id: str, *paths, **keys) -> str:
+    """The TOML of a media-file channel, for a test config's `extra`."""
+    lines = ["[[channel]]", f'id = "{channel_id}"', f'name = "{channel_id.title()}"', 'source = "files"']
+    lines.append(f'file = "{paths[0]}"' if len(paths) == 1 else "files = [" + ", ".join(f'"{p}"' for p in paths) + "]")
+    lines += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in keys.items()]
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def write_config(tmp_path: Path, max_lag: float = 4.0, extra: str = "", extra_top: str = "") -> Path:
     path = tmp_path / "retrovue-air.toml"
     path.write_text(TEST_CONFIG.format(max_lag=max_lag, extra=extra, extra_top=extra_top))

@@ -11,7 +11,7 @@ import time
 import psutil
 import requests
 
-from harness import (RawViewer, Reader, assert_aligned_ts, require_tool, wait_until,
+from harness import (RawViewer, Reader, assert_aligned_ts, files_channel, require_tool, wait_until,
                      zombies_under)
 
 TEARDOWN_SECONDS = 1.5  # the promise is one second; a shared 2-core CI machine gets a little slack
@@ -217,13 +217,7 @@ def test_channel_list_shows_state_viewers_and_pids(service):
 def test_a_channel_whose_ffmpeg_fails_answers_503_with_the_reason(service_factory, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"this is not a video file\n" * 100)
-    service = service_factory(extra=f'''
-[[channel]]
-id = "broken"
-name = "Broken"
-source = "files"
-file = "{broken}"
-''')
+    service = service_factory(extra=files_channel("broken", broken))
     mark = service.log_mark()
     response = requests.get(service.url("/channels/broken.ts"), timeout=15)
     assert response.status_code == 503
@@ -243,16 +237,7 @@ def test_a_media_file_channel_streams_and_loops(service_factory, tmp_path):
     clip = tmp_path / "clip.mp4"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-f", "lavfi",
                     "-i", "sine", "-t", "1", "-shortest", str(clip)], check=True)
-    service = service_factory(extra=f'''
-[[channel]]
-id = "movie"
-name = "Movie"
-source = "files"
-files = ["{clip}", "{clip}"]
-video_kbps = 300
-width = 160
-height = 120
-''')
+    service = service_factory(extra=files_channel("movie", clip, clip, video_kbps=300, width=160, height=120))
     viewer = RawViewer(service, "movie")
     body = viewer.read_body(120 * 1024)  # well over two plays of the clip list at 300 kb/s
     assert_aligned_ts(body)

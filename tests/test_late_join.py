@@ -6,7 +6,7 @@ import random
 import re
 import subprocess
 
-from harness import RawViewer, Reader, assert_aligned_ts, require_tool, wait_until
+from harness import RawViewer, Reader, assert_aligned_ts, files_channel, require_tool, wait_until
 from ts_packets_check import first_video_frame_is_key, pmt_pid_of
 
 from http_front.ts_packets import continuity_errors, packet_pids
@@ -110,6 +110,19 @@ def test_players_play_a_late_joined_stream_without_decode_errors(service):
     keeper.finish()
 
 
+def assert_late_joins_are_clean(service, channel: str, ffmpeg: str, joins: int = 3) -> None:
+    keeper = Reader(service, channel)  # keeps the channel live, as a player would
+    keeper.start()
+    for _ in range(joins):
+        moment = keeper.count + 40 * 1024
+        wait_until(lambda: keeper.count >= moment, 10, "the stream moving on")
+        joiner = RawViewer(service, channel)
+        assert_clean_join(joiner.read_body(40 * 1024), ffmpeg)
+        joiner.close()
+    assert keeper.is_alive(), "the keeper was dropped: the joins did not test a running channel"
+    keeper.finish()
+
+
 def make_ts(ffmpeg: str, path, extra: list[str], seconds: int = 4) -> None:
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25", "-f", "lavfi",
                     "-i", "sine", "-t", str(seconds), *extra, *([] if "-f" in extra else ["-f", "mpegts"]), str(path)], check=True)
@@ -119,22 +132,8 @@ def test_a_passed_through_mpegts_source_joins_at_its_own_keyframes(service_facto
     ffmpeg = require_tool("ffmpeg")
     source = tmp_path / "source.ts"
     make_ts(ffmpeg, source, ["-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-c:a", "aac"])
-    service = service_factory(extra=f'''
-[[channel]]
-id = "copy"
-name = "Copy"
-source = "files"
-file = "{source}"
-transcode = false
-''')
-    keeper = RawViewer(service, "copy")
-    keeper.read_body(64 * 1024)
-    for _ in range(3):
-        keeper.read_body(len(keeper.body) + 30 * 1024)
-        joiner = RawViewer(service, "copy")
-        assert_clean_join(joiner.read_body(40 * 1024), ffmpeg)
-        joiner.close()
-    keeper.close()
+    service = service_factory(extra=files_channel("copy", source, transcode=False))
+    assert_late_joins_are_clean(service, "copy", ffmpeg)
 
 
 def test_a_source_without_keyframes_falls_back_to_pat_pmt_and_says_so_once(service_factory, tmp_path):
@@ -142,14 +141,7 @@ def test_a_source_without_keyframes_falls_back_to_pat_pmt_and_says_so_once(servi
     source = tmp_path / "radio.ts"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine", "-t", "4", "-c:a", "aac",
                     "-f", "mpegts", str(source)], check=True)
-    service = service_factory(extra=f'''
-[[channel]]
-id = "radio"
-name = "Radio"
-source = "files"
-file = "{source}"
-transcode = false
-''')
+    service = service_factory(extra=files_channel("radio", source, transcode=False))
     mark = service.log_mark()
     keeper = RawViewer(service, "radio")
     keeper.read_body(16 * 1024)
@@ -170,23 +162,5 @@ def test_a_transcoded_media_file_channel_joins_at_keyframes_too(service_factory,
     ffmpeg = require_tool("ffmpeg")
     clip = tmp_path / "clip.mp4"
     make_ts(ffmpeg, clip, ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-f", "mp4"], seconds=3)
-    service = service_factory(extra=f'''
-[[channel]]
-id = "movie"
-name = "Movie"
-source = "files"
-file = "{clip}"
-video_kbps = 400
-width = 160
-height = 90
-''')
-    keeper = Reader(service, "movie")
-    keeper.start()
-    for _ in range(3):
-        moment = keeper.count + 40 * 1024
-        wait_until(lambda: keeper.count >= moment, 10, "the stream moving on")
-        joiner = RawViewer(service, "movie")
-        assert_clean_join(joiner.read_body(40 * 1024), ffmpeg)
-        joiner.close()
-    assert keeper.is_alive()
-    keeper.finish()
+    service = service_factory(extra=files_channel("movie", clip, video_kbps=400, width=160, height=90))
+    assert_late_joins_are_clean(service, "movie", ffmpeg)
