@@ -51,6 +51,20 @@ def channel_state(port: int, channel: str) -> str:
         return {c["id"]: c["state"] for c in json.load(r)}[channel]
 
 
+def teardown_from_metrics(port: int, channel: str) -> dict:
+    """Last viewer gone until the worker was reaped, as the front's own histogram saw it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.labels.get("channel") == channel and s.name.startswith("retrovue_air_teardown_seconds")
+               and "le" not in s.labels}
+    count = samples.get("retrovue_air_teardown_seconds_count", 0)
+    mean = samples.get("retrovue_air_teardown_seconds_sum", 0) / count if count else None
+    return {"n": int(count), "mean_ms": round(1000 * mean) if mean is not None else None}
+
+
 def percentiles(samples: list[float]) -> dict:
     s = sorted(samples)
     return {"n": len(s), "p50_ms": round(1000 * statistics.median(s)),
@@ -77,6 +91,7 @@ def run(joins: int = 50, colds: int = 10) -> dict:
             while channel_state(svc.port, "cold") != "idle" and time.monotonic() < deadline:
                 time.sleep(0.05)
         out["cold_start"] = percentiles(cold)
+        out["teardown_after_last_viewer"] = teardown_from_metrics(svc.port, "cold")
         # Keepers hold the warm channels up; their socket buffers absorb the stream
         # and they are never read (max_lag 600 s keeps them connected for the run).
         keepers = [keep_watching(svc.port, "keyframe"), keep_watching(svc.port, "live")]
