@@ -176,8 +176,11 @@ class ChannelLifecycle:
         return [Admit(admitted, from_start=True)] if admitted else []
 
     def start_timed_out(self, stream: int, reason: str, now: float = 0.0) -> list[Action]:
-        """No stream (FD or first byte) in time: waiting viewers hear why, the worker is stopped."""
-        if not self._current(stream) or self.state is not State.STARTING:
+        """No stream (FD or first byte) in time: its viewers hear why, the worker is stopped.
+
+        Also for the stream that replaces a dead worker's under LIVE viewers: they are
+        closed rather than left connected to a stream that never comes."""
+        if not self._current(stream) or self.state not in (State.STARTING, State.LIVE):
             return []
         actions = self._fail(reason, now)
         self._gave_up = True

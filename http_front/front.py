@@ -349,8 +349,7 @@ class Front:
         log.info("channel %s: starting stream %d", channel.id, stream)
         channel.stats.streams_started += 1
         channel.start_requested_at = time.monotonic()
-        if channel.lifecycle.state is State.STARTING:
-            channel.start_deadline = channel.start_requested_at + self.config.start_timeout_seconds
+        channel.start_deadline = channel.start_requested_at + self.config.start_timeout_seconds
         try:
             wire.send(self.control, wire.StartStream(channel.id, stream))
         except OSError as e:

@@ -383,3 +383,14 @@ def test_random_event_sequences_keep_one_stream_at_a_time_and_consistent_viewers
     except AssertionError:
         print("\n".join(world.log[-40:]))
         raise
+
+
+def test_a_replacement_stream_that_never_comes_closes_its_live_viewers():
+    lc = live("a")
+    lc.stream_ended(1)  # the worker died: stream 2 is requested for "a"
+    lc.worker_spawned(2, 200)
+    actions = lc.start_timed_out(2, "no stream within 10 s")
+    assert actions == [Disconnect(("a",), "no stream within 10 s"), StopStream(2)]
+    assert lc.state is State.STOPPING and lc.viewer_count == 0
+    lc.worker_exited(2, "exited 0")
+    assert (lc.state, lc.failure) == (State.FAILED, "no stream within 10 s")
