@@ -224,8 +224,11 @@ class Supervisor:
 
     # Children: spawn, reap, kill
 
-    def fork(self, title: str) -> int:
-        """fork(); in the child, drop every descriptor the supervisor owns but the child needs."""
+    def fork(self) -> int:
+        """fork(); in the child, drop the supervisor's own loop: its signals, selector, wakeup pair.
+
+        The caller's child branch closes what else it does not need (the listener, the
+        control socket, the inboxes), since that differs by role."""
         pid = os.fork()
         if pid == 0:
             signal.set_wakeup_fd(-1)
@@ -239,7 +242,7 @@ class Supervisor:
 
     def spawn_front(self) -> None:
         sup_end, front_end = wire.control_pair()
-        pid = self.fork("http_front")
+        pid = self.fork()
         if pid == 0:
             code = 1
             try:
@@ -270,7 +273,7 @@ class Supervisor:
         # The worker's inbox is bound before the fork, so a STOP can never be sent
         # to an address that does not exist yet.
         inbox = wire.bind_inbox(wire.air_inbox_address(self.instance, stream))
-        pid = self.fork(f"air_worker {channel_id}")
+        pid = self.fork()
         if pid == 0:
             code = 1
             try:
