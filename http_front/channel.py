@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import h11
@@ -23,6 +24,15 @@ def host_of(request: h11.Request) -> str:
             if all(c.isalnum() or c in ".-:[]" for c in host):
                 return host
     return "127.0.0.1"
+
+
+# An absolute path as ffmpeg and our own messages print it: up to a space, quote or colon.
+_PATH = re.compile(r"(?<![\w.])/[^\s'\":]*/([^\s'\":/]+)")
+
+
+def redact_paths(text: str) -> str:
+    """Paths reduced to their file names: where the media library lives is nobody's business."""
+    return _PATH.sub(r"\1", text)
 
 
 class Channel:
@@ -54,9 +64,11 @@ class Channel:
     def id(self) -> str:
         return self.config.id
 
-    def summary(self) -> dict:
+    def summary(self, expose_paths: bool = False) -> dict:
         lc = self.lifecycle
+        error, tail = lc.failure, self.failure_tail if lc.failure else ""
+        if not expose_paths:
+            error, tail = error and redact_paths(error), redact_paths(tail)
         return {"id": self.id, "name": self.config.name, "state": lc.state.value,
                 "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
-                "ffmpeg_pid": lc.ffmpeg_pid, "error": lc.failure,
-                "stderr_tail": self.failure_tail if lc.failure else ""}
+                "ffmpeg_pid": lc.ffmpeg_pid, "error": error, "stderr_tail": tail}

@@ -84,6 +84,7 @@ class Config:
     max_viewers_per_channel: int = 1000
     max_active_channels: int = 16
     user: str | None = None  # started as root: drop to this user after binding
+    expose_paths: bool = False  # /channels shows media paths in errors (else only file names)
     log_level: str | None = None  # the command line's --log-level overrides it
     channels: tuple[Channel, ...] = field(default_factory=tuple)
 
@@ -140,7 +141,7 @@ class _Validator:
     INT_KEYS = ("restart_limit", "max_connections", "max_connections_per_address",
                 "max_viewers_per_channel", "max_active_channels")
     TOP_KEYS = {"listen", "max_lag_seconds", "flush_interval_ms", "channel", "user",
-                "log_level", *FLOAT_KEYS, *INT_KEYS}
+                "log_level", "expose_paths", *FLOAT_KEYS, *INT_KEYS}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
                     "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
                     "transcode"}
@@ -211,6 +212,9 @@ class _Validator:
                 except KeyError:
                     raise self.error("user", f"no such user {user!r}") from None
                 kwargs["user"] = user
+        if "expose_paths" in doc:
+            with self.collecting():
+                kwargs["expose_paths"] = self.typed(doc, "expose_paths", bool)
         if "log_level" in doc:
             with self.collecting():
                 level = self.typed(doc, "log_level", str).upper()
