@@ -22,7 +22,9 @@ from .public_urls import logo_url
 PAST_SECONDS = 2 * 3600  # the guide keeps the last two hours, for "started 40 minutes ago"
 PLACEHOLDER_SECONDS = 3600
 GENERATOR = "retrovue-air"
-HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE tv SYSTEM "xmltv.dtd">\n'
+# No DOCTYPE: a relative SYSTEM "xmltv.dtd" sends validating readers looking for a file beside
+# the URL; the DTD is given to the validator instead (xmllint --dtdvalid).
+HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
