@@ -171,9 +171,7 @@ class DiscoveryResponder:
     """Two UDP sockets the front's loop watches; handle_readable answers what arrived.
 
     device() and base_for(peer_address) are asked per packet, so a reload's new name or
-    tuner count is what the next answer says. Only peers on a private, loopback or
-    link-local address are answered: the replies are larger than the requests, and a
-    service that must face the internet should not be a reflector.
+    tuner count is what the next answer says. Only peers answers_peer() accepts get a reply.
     """
 
     def __init__(self, device: Callable[[], Device], base_for: Callable[[str], str], bind: str = "0.0.0.0",
@@ -221,7 +219,7 @@ class DiscoveryResponder:
             except OSError as e:  # an ICMP error from an earlier reply, reported here
                 log.debug("discovery: %s", e)
                 continue
-            if not ipaddress.ip_address(peer[0]).is_private:
+            if not answers_peer(peer[0]):
                 continue
             device, base = self.device(), self.base_for(peer[0])
             replies = answer_search(data, device, base) if kind == "ssdp" else \
@@ -238,6 +236,12 @@ class DiscoveryResponder:
         for sock in self.sockets:
             sock.close()
         self.sockets.clear()
+
+
+def answers_peer(address: str) -> bool:
+    """Private, loopback and link-local peers only: a discovery reply is larger than the request,
+    and a service that also faces the internet should not be a reflector."""
+    return ipaddress.ip_address(address).is_private
 
 
 def local_address_towards(peer: str) -> str:
@@ -257,6 +261,8 @@ def responder_for(config: Callable[[], "Config"], listen: tuple) -> DiscoveryRes
     from .presentation import device  # the tuner's identity, exactly as /discover.json gives it
 
     host, port = listen[:2]
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        log.warning("discovery: the service listens on %s only, so only this machine can use what it finds", host)
 
     def base_for(peer: str) -> str:
         public_url = config().public_url
