@@ -56,6 +56,7 @@ class Channel:
         self.stats = ChannelStats()
         self.start_requested_at: float | None = None
         self.stop_requested_at: float | None = None
+        self.schedule = None  # what it airs when (retrovue_air.schedule), for the guide; None: placeholders
 
     def bytes_out(self) -> int:
         return self.stats.bytes_out_closed + sum(v.cursor - v.start_cursor for v in self.viewers)

@@ -29,7 +29,7 @@ from retrovue_air import wire
 from retrovue_air.config import Config
 from retrovue_air.logs import RepeatedLine
 
-from . import metrics, responses, routes, status_page
+from . import discovery, metrics, presentation, responses, routes, status_page, tuner
 from .channel import Channel, host_of
 from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
                                 State, StopStream)
@@ -110,6 +110,9 @@ class Front:
         self.sel.register(wake_r, selectors.EVENT_READ, ("signal", None))
         self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
         self.sel.register(self.control, selectors.EVENT_READ, ("control", None))
+        responder = discovery.responder_for(lambda: self.config, self.listener.getsockname()) if self.config.discovery else None
+        for sock in responder.open() if responder else ():
+            self.sel.register(sock, selectors.EVENT_READ, ("discovery", responder))
         log.info("serving on %s:%d", *self.listener.getsockname()[:2])
         self.tell_supervisor(wire.FrontReady())
         try:
@@ -134,6 +137,8 @@ class Front:
                             self.read_link(obj)
                     elif kind == "control":
                         self.read_control()
+                    elif kind == "discovery":
+                        obj.handle_readable(key.fileobj)
                     elif kind == "signal":
                         if signal.SIGTERM in wake_r.recv(64):
                             log.info("terminating")
@@ -142,6 +147,8 @@ class Front:
                 self.check_deadlines()
         finally:
             self.shutdown()
+            if responder:
+                responder.close()
             signal.set_wakeup_fd(-1)
             wake_r.close()
             wake_w.close()
@@ -238,9 +245,9 @@ class Front:
             return f"too many connections from {viewer.address} (limit {self.config.max_connections_per_address})"
         return None
 
-    def refuse(self, viewer: Viewer, why: str) -> None:
+    def refuse(self, viewer: Viewer, why: str, headers: tuple = ()) -> None:
         log.warning("%s: refused: %s", viewer.peer, why)
-        self.respond(viewer, responses.text(503, why, [("Retry-After", "10")]))
+        self.respond(viewer, responses.text(503, why, [("Retry-After", "10"), *headers]))
 
     def viewer_event(self, viewer: Viewer, mask: int) -> None:
         if mask & selectors.EVENT_READ:
@@ -296,7 +303,7 @@ class Front:
         return True
 
     def handle_request(self, viewer: Viewer, request: h11.Request) -> None:
-        r = routes.route(request.method, request.target, self.channel_ids)
+        r = routes.route(request.method, request.target, self.channel_ids, presentation.guide_numbers(self.config))
         if isinstance(r, routes.Refuse):
             log.info("%s: %s %s -> %d", viewer.peer, request.method.decode(),
                      request.target.decode("ascii", "replace")[:200], r.status)
@@ -312,17 +319,17 @@ class Front:
         elif isinstance(r, routes.Metrics):
             content_type, data = metrics.render(self)
             self.respond(viewer, responses.body(200, content_type, data, r.head_only))
-        elif isinstance(r, routes.Playlist):
-            chosen = [self.channels[r.channel]] if r.channel else list(self.channels.values())
-            data = status_page.m3u(chosen, host_of(request))
-            self.respond(viewer, responses.body(200, "audio/x-mpegurl", data, r.head_only))
+        elif isinstance(r, presentation.PRESENTATION_ROUTES):
+            schedules = {c.id: c.schedule for c in self.channels.values() if c.schedule is not None}
+            self.respond(viewer, presentation.answer(r, self.config, schedules, host_of(request), time.time()))
         elif r.head_only:
             self.respond(viewer, responses.stream_head())
         else:
             channel = self.channels[r.channel]
             limit = self.viewer_limit(channel)
             if limit:
-                self.refuse(viewer, limit)
+                # A channel nobody watches is refused only for want of a tuner (max_active_channels).
+                self.refuse(viewer, limit, () if channel.lifecycle.viewer_count else tuner.ALL_TUNERS_IN_USE)
                 return
             viewer.phase = Phase.WAITING
             viewer.channel = channel
