@@ -54,13 +54,13 @@ def _open_fds() -> int:
 
 
 class FrontCollector:
-    """Everything /metrics shows, read from one Front at collect() time."""
+    """Everything /metrics shows, read from the front's state at collect() time."""
 
-    def __init__(self, front):
-        self.front = front
+    def __init__(self, state):
+        self.state = state
 
     def collect(self):
-        channels = list(self.front.channels.values())
+        channels = self.state.channels
 
         viewers = GaugeMetricFamily(PREFIX + "viewers", "Viewers tuned in to the channel (waiting or watching).",
                                     labels=["channel"])
@@ -90,7 +90,7 @@ class FrontCollector:
         yield state
 
         yield GaugeMetricFamily(PREFIX + "connections", "Open viewer connections to the HTTP front (any request).",
-                                value=len(self.front.viewers))
+                                value=self.state.connections)
         yield GaugeMetricFamily(PREFIX + "open_fds", "Open file descriptors of the HTTP front.",
                                 value=_open_fds())
 
@@ -109,7 +109,8 @@ class FrontCollector:
         yield rss
 
 
-def render(front) -> tuple[str, bytes]:
+def render(state) -> tuple[str, bytes]:
+    """/metrics from a FrontState (http_front.answers)."""
     registry = CollectorRegistry(auto_describe=False)  # fresh per scrape: collect() runs once
-    registry.register(FrontCollector(front))
+    registry.register(FrontCollector(state))
     return CONTENT_TYPE_LATEST, generate_latest(registry)

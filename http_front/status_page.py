@@ -163,9 +163,10 @@ def _channel_card(channel, now: float) -> str:
 </article>"""
 
 
-def render(front, host: str) -> bytes:
+def render(state, host: str) -> bytes:
+    """The status page from a FrontState (http_front.answers)."""
     now = time.monotonic()
-    channels = list(front.channels.values())
+    channels = state.channels
     live = sum(1 for c in channels if c.lifecycle.state.value == "live")
     watching = sum(c.lifecycle.viewer_count for c in channels)
     cards = "\n".join(_channel_card(c, now) for c in channels)

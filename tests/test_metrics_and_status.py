@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import selectors
 import shutil
 import struct
 import subprocess
@@ -16,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness import ROOT, Reader, require_tool, wait_until
 from http_front import metrics, status_page
 from http_front.channel_lifecycle import ChannelLifecycle, State
-from http_front.front import Channel
+from http_front.answers import FrontState
+from http_front.channel import Channel
 from retrovue_air import config
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -129,17 +131,13 @@ def png_facts(data: bytes) -> tuple[int, int, int]:
     return width, height, len(set(zlib.decompress(bytes(idat))))
 
 
-def fake_front(*channels: Channel):
-    class FakeFront:
-        pass
-    front = FakeFront()
-    front.channels = {c.id: c for c in channels}
-    front.viewers = {}
-    return front
+def fake_front(*channels: Channel) -> FrontState:
+    return FrontState(config.load_default(), channels, 0)
 
 
 def channel(cid: str, name: str, source=config.TestPattern(440), **kwargs) -> Channel:
-    return Channel(config.Channel(id=cid, name=name, source=source, **kwargs), ChannelLifecycle(cid))
+    return Channel(config.Channel(id=cid, name=name, source=source, **kwargs), ChannelLifecycle(cid),
+                   selectors.DefaultSelector())
 
 
 def vanished_pid() -> int:
