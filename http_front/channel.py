@@ -56,7 +56,7 @@ class Channel:
 
     def summary(self) -> dict:
         lc = self.lifecycle
-        return {"id": self.id, "name": self.config.name, "state": lc.state.value,
+        return {"id": self.id, "name": self.config.name, "state": lc.state.shown,
                 "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
                 "ffmpeg_pid": lc.ffmpeg_pid, "error": lc.failure,
                 "stderr_tail": self.failure_tail if lc.failure else ""}

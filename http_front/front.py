@@ -29,7 +29,7 @@ from retrovue_air.config import Config
 from . import metrics, responses, routes, status_page
 from .channel import Channel, host_of
 from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
-                                State, StopStream)
+                                State, StopStream, stream_numbers)
 from .stream_buffer import TS_PACKET, StreamBuffer
 from .ts_packets import TsScanner
 from .viewer import MAX_REQUEST_HEAD, Phase, Sent, Viewer
@@ -49,7 +49,12 @@ class Front:
         self.control = control
         self.inbox = inbox
         self.instance = instance
-        self.channels = {c.id: Channel(c, ChannelLifecycle(c.id, retry_after=config.failed_retry_seconds))
+        # Stream ids name workers' inboxes: they must not repeat after a front restart, while
+        # the old front's workers may still be stopping. (The supervisor's generation number
+        # for this front belongs here; until it passes one, our pid is new to this boot.)
+        self.next_stream = stream_numbers(os.getpid())
+        self.channels = {c.id: Channel(c, ChannelLifecycle(c.id, self.next_stream,
+                                                           retry_after=config.failed_retry_seconds))
                          for c in config.channels}
         self.channel_ids = frozenset(self.channels)
         self.retired: dict[str, Channel] = {}  # removed by a reload, their worker not yet reaped
@@ -359,8 +364,9 @@ class Front:
     def stop_stream(self, channel: Channel, stream: int) -> None:
         if stream not in self.stopped_streams:
             self.stopped_streams.add(stream)
-            channel.stop_requested_at = time.monotonic()
-            channel.start_deadline = None
+            if channel.lifecycle.stream in (stream, None):  # not a stale stream's: the deadline is the current one's
+                channel.stop_requested_at = time.monotonic()
+                channel.start_deadline = None
             try:
                 wire.send(self.inbox, wire.Stop(stream), wire.air_inbox_address(self.instance, stream))
             except OSError:
@@ -499,7 +505,7 @@ class Front:
             else:
                 log.info("channel %s: added", channel_id)
                 self.channels[channel_id] = Channel(channel_config, ChannelLifecycle(
-                    channel_id, retry_after=new.failed_retry_seconds))
+                    channel_id, self.next_stream, retry_after=new.failed_retry_seconds))
             self.channels[channel_id].lifecycle.retry_after = new.failed_retry_seconds
         self.channel_ids = frozenset(self.channels)
 
@@ -568,9 +574,7 @@ class Front:
     def read_stream(self, channel: Channel) -> None:
         buffer = channel.buffer
         now = time.monotonic()
-        first = buffer.end == 0
-        if channel.lifecycle.state is State.LIVE:
-            channel.start_deadline = None
+        end_before = buffer.end
         for _ in range(8):
             space = buffer.writable()
             self.drop_overrun(channel, buffer.overwritten_by(len(space)))
@@ -588,7 +592,10 @@ class Front:
             channel.stats.bytes_in += n
             if n < len(space):
                 break
-        if first and buffer.end >= 188:
+        if channel.lifecycle.state is State.REPLACING and buffer.end > end_before:
+            channel.start_deadline = None  # the replacement's first bytes: its viewers continue
+            self.carry_out(channel, channel.lifecycle.first_bytes(channel.stream_id))
+        if channel.lifecycle.state is State.STARTING and buffer.end >= 188:
             buffer.publish()
             channel.stats.live_since = now
             channel.start_deadline = None

@@ -139,7 +139,7 @@ def fake_front(*channels: Channel):
 
 
 def channel(cid: str, name: str, source=config.TestPattern(440), **kwargs) -> Channel:
-    return Channel(config.Channel(id=cid, name=name, source=source, **kwargs), ChannelLifecycle(cid))
+    return Channel(config.Channel(id=cid, name=name, source=source, **kwargs), ChannelLifecycle(cid, next_stream=iter(range(1, 99)).__next__))
 
 
 def vanished_pid() -> int:
