@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import socket
 
-import h11
-
 from retrovue_air.config import Channel as ChannelConfig
 
 from .channel_lifecycle import ChannelLifecycle
@@ -13,16 +11,6 @@ from .channel_stats import ChannelStats
 from .stream_buffer import StreamBuffer
 from .ts_packets import TsScanner
 from .viewer import Viewer
-
-
-def host_of(request: h11.Request) -> str:
-    """The Host the viewer used (for absolute links in playlists), made safe to echo."""
-    for name, value in request.headers:
-        if name == b"host":
-            host = value.decode("ascii", "replace")
-            if all(c.isalnum() or c in ".-:[]" for c in host):
-                return host
-    return "127.0.0.1"
 
 
 class Channel:

@@ -18,8 +18,6 @@ import signal
 import socket
 import time
 
-import h11
-
 from dataclasses import replace
 
 from retrovue_air import config as config_module
@@ -27,12 +25,13 @@ from retrovue_air import wire
 from retrovue_air.config import Config
 
 from . import metrics, responses, routes, status_page
-from .channel import Channel, host_of
+from .channel import Channel
 from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
                                 State, StopStream, stream_numbers)
 from .stream_buffer import TS_PACKET, StreamBuffer
 from .ts_packets import TsScanner
-from .viewer import MAX_REQUEST_HEAD, Phase, Sent, Viewer
+from .request_reader import Gone, Ignored, NeedMore, ReadClosed, Reject, Request
+from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
 
@@ -195,39 +194,23 @@ class Front:
             return True
         except OSError:
             data = b""
-        if not data:
+        if data and viewer.phase is not Phase.REQUEST:
+            return True  # refused at accept, or past its head: what it sends is ignored
+        result = viewer.reader.feed(data)
+        if isinstance(result, (NeedMore, Ignored)):
+            return True
+        if isinstance(result, (Gone, ReadClosed)):
             self.close_viewer(viewer, "left")
             return False
-        if viewer.phase is not Phase.REQUEST:
-            return True  # a player may send anything once it is watching; it is ignored
-        viewer.conn.receive_data(data)
-        viewer.received += len(data)
-        try:
-            event = viewer.conn.next_event()
-        except h11.RemoteProtocolError as e:
-            status = e.error_status_hint if e.error_status_hint >= 400 else 400
-            log.info("%s: bad request (%s): %s", viewer.peer, status, e)
-            self.reading.pop(viewer, None)
-            self.respond(viewer, responses.text(status, "bad request" if status == 400 else str(e)))
-            return True
-        if event is h11.NEED_DATA:
-            return True
         self.reading.pop(viewer, None)
-        if isinstance(event, h11.Request):
-            # h11 bounds only a head still incomplete; one that arrived whole in a single
-            # recv is measured here, so the limit does not depend on how TCP split it.
-            head_size = viewer.received - len(viewer.conn.trailing_data[0])
-            if head_size > MAX_REQUEST_HEAD:
-                log.info("%s: request head of %d bytes: 431", viewer.peer, head_size)
-                self.respond(viewer, responses.text(431, "request header fields too large"))
-                return True
-            self.handle_request(viewer, event)
+        if isinstance(result, Reject):
+            log.info("%s: bad request (%s): %s", viewer.peer, result.status, result.why)
+            self.respond(viewer, responses.text(result.status, result.text))
         else:
-            self.close_viewer(viewer, "closed before a request")
-            return False
+            self.handle_request(viewer, result)
         return True
 
-    def handle_request(self, viewer: Viewer, request: h11.Request) -> None:
+    def handle_request(self, viewer: Viewer, request: Request) -> None:
         r = routes.route(request.method, request.target, self.channel_ids)
         if isinstance(r, routes.Refuse):
             log.info("%s: %s %s -> %d", viewer.peer, request.method.decode(),
@@ -239,14 +222,14 @@ class Front:
             body = [c.summary() for c in self.channels.values()]
             self.respond(viewer, responses.json_body(200, body, head_only=r.head_only))
         elif isinstance(r, routes.StatusPage):
-            page = status_page.render(self, host_of(request))
+            page = status_page.render(self, request.host)
             self.respond(viewer, responses.body(200, "text/html; charset=utf-8", page, r.head_only))
         elif isinstance(r, routes.Metrics):
             content_type, data = metrics.render(self)
             self.respond(viewer, responses.body(200, content_type, data, r.head_only))
         elif isinstance(r, routes.Playlist):
             chosen = [self.channels[r.channel]] if r.channel else list(self.channels.values())
-            data = status_page.m3u(chosen, host_of(request))
+            data = status_page.m3u(chosen, request.host)
             self.respond(viewer, responses.body(200, "audio/x-mpegurl", data, r.head_only))
         elif r.head_only:
             self.respond(viewer, responses.stream_head())

@@ -13,11 +13,8 @@ import socket
 import struct
 import termios
 
-import h11
-
+from .request_reader import MAX_REQUEST_HEAD, RequestReader  # noqa: F401 (MAX_REQUEST_HEAD: tests import it here)
 from .stream_buffer import StreamBuffer
-
-MAX_REQUEST_HEAD = 8192
 
 
 class Phase(enum.Enum):
@@ -34,14 +31,14 @@ class Sent(enum.Enum):
 
 
 class Viewer:
-    __slots__ = ("sock", "fd", "peer", "conn", "phase", "channel", "cursor", "pending",
-                 "blocked", "connected_at", "start_cursor", "address", "received")
+    __slots__ = ("sock", "fd", "peer", "reader", "phase", "channel", "cursor", "pending",
+                 "blocked", "connected_at", "start_cursor", "address")
 
     def __init__(self, sock: socket.socket, peer: str, now: float):
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        self.reader = RequestReader()
         self.phase = Phase.REQUEST
         self.channel: str | None = None
         self.cursor = 0
@@ -49,7 +46,6 @@ class Viewer:
         self.pending = b""  # response head (and anything else) before the stream bytes
         self.blocked = False
         self.connected_at = now
-        self.received = 0  # request bytes read, to bound the head's size
         self.address = peer.rsplit(":", 1)[0]  # the client's address, for per-address limits
 
     def __repr__(self) -> str:
