@@ -62,6 +62,7 @@ class Channel:
         # The stream being read, and the id of the stream it carries.
         self.stream_sock: socket.socket | None = None
         self.stream_id: int | None = None
+        self.awaiting_first_bytes = False  # a new stream (not a restarted ffmpeg's) was attached
         # A restarted ffmpeg's stream, queued until the old one has been read to its end.
         self.next_stream_sock: socket.socket | None = None
         self.start_deadline: float | None = None
@@ -87,7 +88,7 @@ class Channel:
         error, tail = lc.failure, self.failure_tail if lc.failure else ""
         if not expose_paths:
             error, tail = error and redact_paths(error), redact_paths(tail)
-        return {"id": self.id, "name": self.config.name, "state": lc.state.value,
+        return {"id": self.id, "name": self.config.name, "state": lc.state.shown,
                 "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
                 "ffmpeg_pid": lc.ffmpeg_pid, "error": error, "stderr_tail": tail}
 
@@ -103,6 +104,7 @@ class Channel:
             self.next_stream_sock = sock
             return
         self.close_stream()
+        self.awaiting_first_bytes = True
         self._attach(sock, stream, max_lag_seconds)
 
     def _attach(self, sock: socket.socket, stream: int, max_lag_seconds: float) -> None:
@@ -140,7 +142,6 @@ class Channel:
     def read(self, now: float, max_lag_seconds: float, flush_interval: float) -> StreamRead:
         """Read what the stream has, into the ring (without blocking)."""
         buffer = self.buffer
-        first = buffer.end == 0
         closes: list[Close] = []
         for _ in range(READS_PER_WAKEUP):
             space = buffer.writable()
@@ -161,9 +162,13 @@ class Channel:
             self.stats.bytes_in += n
             if n < len(space):
                 break
-        if first and buffer.end >= TS_PACKET_SIZE:
+        if self.awaiting_first_bytes and buffer.published + TS_PACKET_SIZE <= buffer.end:
+            # The stream's first packet: its viewers can be admitted (or, for a stream that
+            # replaces a dead worker's, the channel is whole again).
+            self.awaiting_first_bytes = False
             buffer.publish()
-            self.stats.live_since = now
+            if self.stats.live_since is None:
+                self.stats.live_since = now
             self.start_deadline = None
             if self.start_requested_at is not None:
                 self.stats.time_to_first_byte.observe(now - self.start_requested_at)

@@ -24,7 +24,7 @@ from . import discovery, responses, routes, tuner
 from .air_links import AirLinks, SupervisorGone
 from .answers import FrontState, answer
 from .channel import Channel, Close
-from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream, State,
+from .channel_lifecycle import (STREAMLESS, Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
                                 StopStream)
 from .connections import Connections
 from .presentation import guide_numbers
@@ -232,8 +232,6 @@ class Front:
     # The stream
 
     def stream_readable(self, channel: Channel, now: float) -> None:
-        if channel.lifecycle.state is State.LIVE:
-            channel.start_deadline = None
         read = channel.read(now, self.config.max_lag_seconds, self.config.flush_interval)
         self.close_all(read.closes)
         if read.first_bytes:
@@ -266,8 +264,7 @@ class Front:
                 for viewer in action.viewers:
                     self.close_viewer(viewer, action.reason, tune_out=False)
         channel.release_if_unused()
-        if channel in self.retired and channel.lifecycle.state in (State.IDLE, State.FAILED) \
-                and channel.lifecycle.stream is None:
+        if channel in self.retired and channel.lifecycle.state in STREAMLESS:
             self.retired.discard(channel)
             log.info("channel %s: retired: its last stream is over", channel.id)
 

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from .channel_lifecycle import State
+from .channel_lifecycle import SHOWN_STATES
 
 PREFIX = "retrovue_air_"
 
@@ -84,9 +84,9 @@ class FrontCollector:
         state = GaugeMetricFamily(PREFIX + "state", "The channel's lifecycle state (1 for the current one).",
                                   labels=["channel", "state"])
         for c in channels:
-            current = c.lifecycle.state
-            for s in State:
-                state.add_metric([c.id, s.value], 1 if s is current else 0)
+            current = c.lifecycle.state.shown
+            for s in SHOWN_STATES:
+                state.add_metric([c.id, s], 1 if s == current else 0)
         yield state
 
         yield GaugeMetricFamily(PREFIX + "connections", "Open viewer connections to the HTTP front (any request).",

@@ -115,7 +115,7 @@ def on_now(config) -> str:
 
 def _live_seconds(channel, now: float) -> float | None:
     since = channel.stats.live_since
-    if channel.lifecycle.state.value != "live" or since is None:
+    if channel.lifecycle.state.shown != "live" or since is None:
         return None
     return max(0.0, now - since)
 
@@ -136,7 +136,7 @@ def _bitrate(channel, live_for: float | None) -> str:
 
 def _channel_card(channel, now: float) -> str:
     lc = channel.lifecycle
-    state = lc.state.value
+    state = lc.state.shown
     live_for = _live_seconds(channel, now)
     cid = _e(channel.id)
     looks = {"live": "live", "failed": "failed", "idle": "off"}.get(state, state)
@@ -167,7 +167,7 @@ def render(state, host: str) -> bytes:
     """The status page from a FrontState (http_front.answers)."""
     now = time.monotonic()
     channels = state.channels
-    live = sum(1 for c in channels if c.lifecycle.state.value == "live")
+    live = sum(1 for c in channels if c.lifecycle.state.shown == "live")
     watching = sum(c.lifecycle.viewer_count for c in channels)
     cards = "\n".join(_channel_card(c, now) for c in channels)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -136,8 +136,8 @@ def fake_front(*channels: Channel) -> FrontState:
 
 
 def channel(cid: str, name: str, source=config.TestPattern(440), **kwargs) -> Channel:
-    return Channel(config.Channel(id=cid, name=name, source=source, **kwargs), ChannelLifecycle(cid),
-                   selectors.DefaultSelector())
+    return Channel(config.Channel(id=cid, name=name, source=source, **kwargs),
+                   ChannelLifecycle(cid, next_stream=iter(range(1, 99)).__next__), selectors.DefaultSelector())
 
 
 def vanished_pid() -> int:
