@@ -18,6 +18,16 @@ class FrontState:
     channels: tuple[Channel, ...]
     connections: int
 
+    @property
+    def viewers(self) -> int:
+        """Viewers tuned in (waiting or watching), all channels."""
+        return sum(c.lifecycle.viewer_count for c in self.channels)
+
+    @property
+    def active_channels(self) -> int:
+        """Channels with a viewer: each holds a tuner (max_active_channels)."""
+        return sum(1 for c in self.channels if c.lifecycle.viewer_count)
+
 
 def answer(r: routes.Route, host: str, state: FrontState) -> bytes | None:
     """The whole response for route r; None for a stream (Watch, not HEAD), which the front serves."""

@@ -71,7 +71,6 @@ class Channel:
         self.buffer: StreamBuffer | None = None
         self.scanner: TsScanner | None = None  # where in the buffer a late joiner can start
         self.said_no_keyframe = False
-        self.viewers: dict[Viewer, None] = {}  # watching viewers, in arrival order
         self.stats = ChannelStats()
         self.start_requested_at: float | None = None
         self.schedule = None  # what it airs when (retrovue_air.schedule), for the guide; None: placeholders
@@ -79,6 +78,11 @@ class Channel:
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def viewers(self):
+        """The viewers receiving the stream, in arrival order: the lifecycle's to know, ours to serve."""
+        return self.lifecycle.watching
 
     def bytes_out(self) -> int:
         return self.stats.bytes_out_closed + sum(v.cursor - v.start_cursor for v in self.viewers)
@@ -277,7 +281,6 @@ class Channel:
             self._join_at_keyframe(viewer)
         viewer.start_cursor = viewer.cursor
         viewer.bound_send_buffer(max(32 * 1024, self.config.bytes_per_second // 2))
-        self.viewers[viewer] = None
         return viewer.send(buffer)
 
     def _join_at_keyframe(self, viewer: Viewer) -> None:
@@ -301,5 +304,5 @@ class Channel:
 
     def remove(self, viewer: Viewer) -> None:
         """The viewer is closed: count what it was sent."""
-        if self.viewers.pop(viewer, 0) is None:
+        if viewer.phase is Phase.WATCHING:
             self.stats.bytes_out_closed += viewer.cursor - viewer.start_cursor

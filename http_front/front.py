@@ -188,8 +188,7 @@ class Front:
     def viewer_limit(self, channel: Channel) -> str | None:
         if channel.lifecycle.viewer_count >= self.config.max_viewers_per_channel:
             return f"channel {channel.id} is full ({self.config.max_viewers_per_channel} viewers)"
-        active = sum(1 for c in self.channels.values() if c.lifecycle.viewer_count)
-        if not channel.lifecycle.viewer_count and active >= self.config.max_active_channels:
+        if not channel.lifecycle.viewer_count and self.state().active_channels >= self.config.max_active_channels:
             return f"too many channels on air ({self.config.max_active_channels})"
         return None
 
@@ -275,9 +274,8 @@ class Front:
 
     def supervisor_said(self, news) -> None:
         if isinstance(news, wire.Ping):
-            channels = self.channels.values()
-            self.air.tell_supervisor(wire.Pong(sum(c.lifecycle.viewer_count for c in channels),
-                                               sum(1 for c in channels if c.lifecycle.viewer_count)))
+            state = self.state()
+            self.air.tell_supervisor(wire.Pong(state.viewers, state.active_channels))
         elif isinstance(news, Config):
             self.reload(news)
         else:

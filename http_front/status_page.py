@@ -168,7 +168,7 @@ def render(state, host: str) -> bytes:
     now = time.monotonic()
     channels = state.channels
     live = sum(1 for c in channels if c.lifecycle.state.shown == "live")
-    watching = sum(c.lifecycle.viewer_count for c in channels)
+    watching = state.viewers
     cards = "\n".join(_channel_card(c, now) for c in channels)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     page = f"""<!doctype html>
