@@ -18,15 +18,15 @@ import time
 from dataclasses import replace
 
 from retrovue_air import wire
-from retrovue_air.config import Channel as ChannelConfig, Config
+from retrovue_air.config import Config
 
 from . import discovery, responses, routes, tuner
 from .air_links import AirLinks, SupervisorGone
 from .answers import FrontState, answer
 from .channel import Channel, Close
-from .channel_lifecycle import (STREAMLESS, Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
-                                StopStream)
+from .channel_lifecycle import Action, Admit, Disconnect, Refuse, RequestStream, StopStream
 from .connections import Connections
+from .lineup import Lineup
 from .presentation import guide_numbers
 from .request_reader import GONE, Reject, Request
 from .viewer import Phase, Sent, Viewer
@@ -43,18 +43,13 @@ class Front:
         # Stream ids never repeat across restarts of the front: each front (a generation,
         # counted by the supervisor) numbers its streams in a range of its own.
         self.next_stream = itertools.count(generation * STREAMS_PER_GENERATION + 1).__next__
-        self.channels = {c.id: self.new_channel(c) for c in config.channels}
-        self.retired: set[Channel] = set()  # removed by a reload, their worker not yet reaped
+        self.lineup = Lineup(config, self.next_stream, self.sel)
         self.connections = Connections(listener, self.sel, config)
         self.air = AirLinks(control, self.sel)
         self.running = True
 
-    def new_channel(self, config: ChannelConfig) -> Channel:
-        return Channel(config, ChannelLifecycle(config.id, next_stream=self.next_stream,
-                                                retry_after=self.config.failed_retry_seconds), self.sel)
-
     def state(self) -> FrontState:
-        return FrontState(self.config, tuple(self.channels.values()), len(self.connections))
+        return FrontState(self.config, self.lineup.served(), len(self.connections))
 
     # The loop
 
@@ -118,7 +113,7 @@ class Front:
             responder.handle_readable(key.fileobj)
 
     def timeout(self) -> float | None:
-        deadlines = [d for c in self.all_channels() for d in (c.flush_deadline, c.start_deadline) if d]
+        deadlines = [d for c in self.lineup for d in (c.flush_deadline, c.start_deadline) if d]
         deadlines += [d for d in (self.connections.next_deadline(), self.air.next_deadline()) if d]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
@@ -127,7 +122,7 @@ class Front:
         for viewer, why in self.connections.overdue(now):
             self.close_viewer(viewer, why)
         self.air.overdue(now)
-        for channel in self.all_channels():
+        for channel in self.lineup:
             if channel.flush_deadline is not None and channel.flush_deadline <= now:
                 self.close_all(channel.flush(now, self.config.max_lag_seconds))
             if channel.start_deadline is not None and channel.start_deadline <= now:
@@ -136,13 +131,10 @@ class Front:
                 log.error("channel %s: %s; giving up on stream %s", channel.id, reason, channel.lifecycle.stream)
                 self.carry_out(channel, channel.lifecycle.start_timed_out(channel.lifecycle.stream, reason, now))
 
-    def all_channels(self) -> list[Channel]:
-        return [*self.channels.values(), *self.retired]
-
     def shutdown(self) -> None:
         for viewer in list(self.connections.viewers.values()):
             self.close_viewer(viewer, "service stopping", tune_out=False)
-        for channel in self.all_channels():
+        for channel in self.lineup:
             if channel.lifecycle.stream is not None:
                 self.stop_stream(channel, channel.lifecycle.stream)
         self.air.close()
@@ -166,7 +158,7 @@ class Front:
             self.pump(viewer)
 
     def handle_request(self, viewer: Viewer, request: Request) -> None:
-        r = routes.route(request.method, request.target, self.channels.keys(), guide_numbers(self.config))
+        r = routes.route(request.method, request.target, self.lineup.channels.keys(), guide_numbers(self.config))
         if isinstance(r, routes.Refuse):
             log.info("%s: %s %s -> %d", viewer.peer, request.method.decode("ascii", "replace"),
                      request.target.decode("ascii", "replace")[:200], r.status)
@@ -174,7 +166,7 @@ class Front:
         if data is not None:
             self.respond(viewer, data)
             return
-        channel = self.channels[r.channel]
+        channel = self.lineup.get(r.channel)
         limit = self.viewer_limit(channel)
         if limit:
             # A channel nobody watches is refused only when every tuner is in use.
@@ -263,12 +255,11 @@ class Front:
                 for viewer in action.viewers:
                     self.close_viewer(viewer, action.reason, tune_out=False)
         channel.release_if_unused()
-        if channel in self.retired and channel.lifecycle.state in STREAMLESS:
-            self.retired.discard(channel)
-            log.info("channel %s: retired: its last stream is over", channel.id)
+        self.lineup.retire_if_done(channel)
 
     def stop_stream(self, channel: Channel, stream: int) -> None:
-        channel.start_deadline = None
+        if channel.lifecycle.stream in (stream, None):  # a stale stream's STOP leaves the current one's deadline
+            channel.start_deadline = None
         self.air.stop(stream)
         channel.close_stream(stream)
 
@@ -282,29 +273,16 @@ class Front:
             self.carry_out(*news)
 
     def reload(self, new: Config) -> None:
-        """Apply a new configuration (parsed and validated by the supervisor): unchanged channels
-        see no gap, changed ones take it for their next stream, removed ones close their viewers and stop."""
+        """Apply a configuration the supervisor parsed and validated."""
         self.config = replace(new, listen=self.config.listen)
         self.connections.configure(self.config)
-        wanted = {c.id: c for c in new.channels}
-        for channel_id in [c for c in self.channels if c not in wanted]:
-            channel = self.channels.pop(channel_id)
-            log.info("channel %s: removed by the new configuration; closing its viewers", channel_id)
-            self.retired.add(channel)
+        for channel in self.lineup.reload(new):
             for viewer in list(channel.lifecycle.waiting):
                 self.respond(viewer, responses.text(404, "no such channel"))
                 self.carry_out(channel, channel.lifecycle.tune_out(viewer))
             for viewer in list(channel.viewers):
                 self.close_viewer(viewer, "channel removed")
             self.carry_out(channel, [])
-        for channel_id, channel_config in wanted.items():
-            if channel_id not in self.channels:
-                log.info("channel %s: added", channel_id)
-                self.channels[channel_id] = self.new_channel(channel_config)
-            elif self.channels[channel_id].config != channel_config:
-                log.info("channel %s: changed; the change applies to its next stream", channel_id)
-            self.channels[channel_id].config = channel_config
-            self.channels[channel_id].lifecycle.retry_after = new.failed_retry_seconds
 
 
 def run_front(config: Config, listener: socket.socket, control: socket.socket, generation: int) -> int:

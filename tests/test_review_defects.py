@@ -51,10 +51,10 @@ def named_unix_sockets(service: Service) -> list[str]:
     return [row[7] for row in rows if len(row) > 7 and row[6] in inodes]
 
 
-def as_nobody(script: str) -> subprocess.Popen:
+def as_nobody(script: str, *args: str) -> subprocess.Popen:
     """Run a Python script as nobody, started once it says 'ready' on stdout."""
     # A session of its own: runuser forks the script, and end() must reach both.
-    proc = subprocess.Popen(["runuser", "-u", "nobody", "--", HOSTILE_PYTHON, "-c", textwrap.dedent(script)],
+    proc = subprocess.Popen(["runuser", "-u", "nobody", "--", HOSTILE_PYTHON, "-c", textwrap.dedent(script), *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
                             start_new_session=True)
     assert proc.stdout.readline().strip() == "ready", "the hostile process did not start"
@@ -76,10 +76,11 @@ def end(proc: subprocess.Popen) -> None:
 
 @needs_root
 def test_a_local_user_squatting_socket_names_cannot_stop_the_service(service):
+    # Only this service's names (other services on the machine are not ours to attack).
     squatter = as_nobody("""
         import socket, sys
-        names = [l.split()[-1] for l in open("/proc/net/unix") if l.split()[-1].startswith("@retrovue-air/")]
-        instances = {n.split("/")[1] for n in names}
+        names = sys.argv[1:]
+        instances = {n.split("/")[1] for n in names if n.startswith("@retrovue-air/")}
         held = []
         try:
             for instance in sorted(instances)[:8]:
@@ -94,7 +95,7 @@ def test_a_local_user_squatting_socket_names_cannot_stop_the_service(service):
             pass
         print("ready", flush=True)
         sys.stdin.read()
-    """)
+    """, *named_unix_sockets(service))
     try:
         for channel in ("1", "2"):
             viewer = RawViewer(service, channel)
@@ -118,14 +119,18 @@ def test_a_local_user_flooding_every_socket_it_can_name_harms_no_viewer(service)
     watcher = Reader(service, "1")
     watcher.start()
     wait_until(lambda: watcher.count > 16 * 1024, 20, "the watcher receives")
+    # Every name this service's processes hold, taken again each round (only this service's:
+    # other services on the machine are not ours to attack).
     flood = """
-        import socket, time
+        import socket, sys, time
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         s.setblocking(False)
         print("ready", flush=True)
         end = time.monotonic() + 60
         while time.monotonic() < end:
-            names = [l.split()[-1] for l in open("/proc/net/unix") if l.split()[-1].startswith("@retrovue-air/")]
+            mine = {n.split("/")[1] for n in sys.argv[1:] if n.startswith("@retrovue-air/")}
+            names = [l.split()[-1] for l in open("/proc/net/unix")
+                     if l.split()[-1].startswith("@retrovue-air/") and l.split()[-1].split("/")[1] in mine]
             for name in names:
                 for _ in range(200):
                     try:
@@ -133,7 +138,8 @@ def test_a_local_user_flooding_every_socket_it_can_name_harms_no_viewer(service)
                     except OSError:
                         break
     """
-    flooders = [as_nobody(flood), as_nobody(flood)]
+    names = named_unix_sockets(service)
+    flooders = [as_nobody(flood, *names), as_nobody(flood, *names)]
     mark = service.log_mark()
     try:
         for _ in range(3):  # a fresh start needs its worker to hand over a stream
