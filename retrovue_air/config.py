@@ -13,6 +13,7 @@ import pwd
 import re
 import tomllib
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from importlib import resources
 from typing import Any
 
@@ -44,10 +45,17 @@ class MediaFiles:
 
 
 @dataclass(frozen=True)
+class Relay:
+    """Another instance's channel (or any HTTP MPEG-TS stream), passed on without re-encoding."""
+    url: str
+    line: int | None = field(default=None, compare=False)  # where url is, for the loop check's errors
+
+
+@dataclass(frozen=True)
 class Channel:
     id: str
     name: str
-    source: TestPattern | MediaFiles
+    source: TestPattern | MediaFiles | Relay
     video_kbps: int = 1500
     audio_kbps: int = 128
     width: int = 640
@@ -143,7 +151,9 @@ class _Validator:
                 "log_level", *FLOAT_KEYS, *INT_KEYS}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
                     "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
-                    "transcode"}
+                    "transcode", "url"}
+    # What a relay's origin decides, not the relay: refused on a relay channel.
+    ENCODING_KEYS = ("width", "height", "fps", "keyframe_seconds", "tone_hz", "file", "files", "transcode")
 
     def __init__(self, text: str, path: str):
         self.lines = text.splitlines()
@@ -229,6 +239,8 @@ class _Validator:
                     channels.append(self.channel(t, i))
                     if sum(1 for c in channels if c.id == channels[-1].id) > 1:
                         raise self.error("id", f"duplicate channel id {channels[-1].id!r}", i)
+        if not self.errors:
+            self.errors += relay_loops(channels, kwargs.get("listen", Config.listen), self.path)
         if self.errors:
             first, *others = self.errors
             first.others = others
@@ -261,6 +273,8 @@ class _Validator:
             raise self.error("id", f"{channel_id!r} is not 1-64 of A-Z a-z 0-9 _ -", i)
         name = self.typed(t, "name", str, i)
         kind = self.typed(t, "source", str, i)
+        if "url" in t and kind != "relay":
+            raise self.error("url", "only for source = \"relay\"", i)
         if kind == "test-pattern":
             for key in ("file", "files"):
                 if key in t:
@@ -269,8 +283,10 @@ class _Validator:
             source: TestPattern | MediaFiles = TestPattern(tone_hz=tone)
         elif kind == "files":
             source = MediaFiles(paths=self.media_paths(t, i))
+        elif kind == "relay":
+            source = self.relay(t, i)
         else:
-            raise self.error("source", f"unknown source {kind!r} (test-pattern, files)", i)
+            raise self.error("source", f"unknown source {kind!r} (test-pattern, files, relay)", i)
         numbers = {key: self.positive(t, key, i, int)
                    for key in ("video_kbps", "audio_kbps", "width", "height", "fps") if key in t}
         if "keyframe_seconds" in t:
@@ -288,6 +304,22 @@ class _Validator:
                 raise self.error("transcode", "only for source = \"files\"", i)
             numbers["transcode"] = self.typed(t, "transcode", bool, i)
         return Channel(id=channel_id, name=name, source=source, **numbers)
+
+    def relay(self, t: dict[str, Any], i: int) -> Relay:
+        for key in self.ENCODING_KEYS:
+            if key in t:
+                raise self.error(key, "not for source = \"relay\" (the origin encodes)", i)
+        if "url" not in t:
+            raise self.error("url", "source = \"relay\" needs url = \"http://HOST:PORT/channels/ID.ts\"", i)
+        url = self.typed(t, "url", str, i)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises on a port that is not a number
+        except ValueError as e:
+            raise self.error("url", f"not a URL: {e}", i) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.error("url", f"expected http://HOST[:PORT]/PATH, got {url!r}", i)
+        return Relay(url=url, line=self.line_of("url", i))
 
     def media_paths(self, t: dict[str, Any], i: int) -> tuple[str, ...]:
         if ("file" in t) == ("files" in t):
@@ -307,3 +339,77 @@ class _Validator:
                 raise self.error(key, f"media file is not readable: {full}", i)
             resolved.append(full)
         return tuple(resolved)
+
+
+# Relay loops: a relay that pulls, directly or through other relays of this instance,
+# from itself would start a pull that starts itself, for ever.
+
+LOCAL_NAMES = {"localhost", "localhost.localdomain", "0.0.0.0", "::", "::1", "ip6-localhost"}
+
+
+def is_local_host(host: str) -> bool:
+    import socket
+
+    host = host.lower().strip("[]")
+    return host in LOCAL_NAMES or host.startswith("127.") or host in (socket.gethostname().lower(),
+                                                                        socket.getfqdn().lower())
+
+
+def same_listener(host: str, port: int, listen: tuple[str, int]) -> bool:
+    """Whether host:port reaches the instance listening on `listen` (loopback and 0.0.0.0 alike)."""
+    listen_host, listen_port = listen
+    if port != listen_port:
+        return False
+    if host.lower().strip("[]") == listen_host.lower():
+        return True
+    # Listening on every address, or both on this machine's loopback: the same socket.
+    return is_local_host(host) and (is_local_host(listen_host) or listen_host in ("", "0.0.0.0", "::"))
+
+
+CHANNEL_PATHS = (re.compile(r"/channels/([A-Za-z0-9_-]{1,64})\.ts\Z"), re.compile(r"/auto/v([A-Za-z0-9_-]{1,64})\Z"))
+
+
+def relayed_channel(url: str, listen: tuple[str, int]) -> str | None:
+    """The id of this instance's own channel that `url` asks for, or None if it is elsewhere."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not same_listener(parts.hostname or "", port, listen):
+        return None
+    for pattern in CHANNEL_PATHS:
+        m = pattern.match(parts.path)
+        if m:
+            return m.group(1)
+    return None
+
+
+def relay_loops(channels: list[Channel] | tuple[Channel, ...], listen: tuple[str, int],
+                path: str) -> list[ConfigError]:
+    """One error per relay channel whose chain of this instance's channels comes back to it."""
+    by_id = {c.id: c for c in channels}
+    errors = []
+    for channel in channels:
+        seen = [channel.id]
+        current = channel
+        while isinstance(current.source, Relay):
+            target = relayed_channel(current.source.url, listen)
+            if target is None or target not in by_id:
+                break
+            if target in seen:
+                chain = " -> ".join(seen + [target])
+                errors.append(ConfigError(path, channel.source.line, "url",
+                                          f"relay loop: {channel.source.url} is this instance "
+                                          f"({listen[0]}:{listen[1]}) and leads back to channel "
+                                          f"{channel.id!r} ({chain})"))
+                break
+            seen.append(target)
+            current = by_id[target]
+    return errors
+
+
+def check_relay_loops(config: Config) -> None:
+    """Raise for a relay loop; for a listen address set after loading (--listen)."""
+    errors = relay_loops(config.channels, config.listen, config.path)
+    if errors:
+        first, *others = errors
+        first.others = others
+        raise first
