@@ -29,7 +29,7 @@ run: venv
 
 # Installs the real players the tests use, when root and they are missing.
 system-test-tools:
-	@missing=""; for t in ffmpeg ffprobe mpv cvlc curl chromium systemd-analyze haproxy; do PATH=$$PATH:/usr/sbin command -v $$t >/dev/null || missing=1; done; \
+	@missing=""; for t in ffmpeg ffprobe mpv cvlc curl chromium systemd-analyze haproxy; do command -v $$t >/dev/null || missing=1; done; \
 	[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--edge-ports", default="8101,8102", help="comma-separated, one edge each")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
-    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+    haproxy = shutil.which("haproxy")
     if haproxy is None:
         print("cluster-demo: haproxy is not installed (apt-get install haproxy)", file=sys.stderr)
         return 1
