@@ -38,6 +38,9 @@ START_FAILURE_SECONDS = 1.0
 # One that could not reach the origin exits at once; one cut off mid-stream retries
 # by itself for a few seconds first (see ffmpeg_command.relay_arguments).
 RELAY_UP_SECONDS = 10.0
+# A relay's first ffmpeg tries to connect a few times before it gives up on an origin
+# that is down: the first viewers hear "Connection refused" rather than a start timeout.
+RELAY_START_FAILURE_SECONDS = 4.0
 
 
 class AirWorker:
@@ -187,9 +190,9 @@ class AirWorker:
         now = time.monotonic()
         while self.restarts and self.restarts[0] < now - self.config.restart_window_seconds:
             self.restarts.popleft()
-        first_start_failed = (self.ffmpegs_started == 1 and code > 0
-                              and now - self.started_at < START_FAILURE_SECONDS)
         relay = isinstance(self.channel.source, Relay)
+        first_start_failed = (self.ffmpegs_started == 1 and code > 0 and now - self.started_at
+                              < (RELAY_START_FAILURE_SECONDS if relay else START_FAILURE_SECONDS))
         if relay:
             over_limit = self.relay_gives_up(now)
             why = f" (its origin away for {now - self.outage_since:.0f} s)"
