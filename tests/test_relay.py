@@ -244,6 +244,7 @@ def test_an_origin_restart_is_survived_by_the_edges_viewers(service_factory):
     origin = service_factory()
     edge = service_factory(config_text=relay_config(origin.base, extra_top="restart_backoff_seconds = 0.2"))
     viewer = Reader(edge, "1")
+    viewer.viewer.sock.settimeout(120)  # a player waits out the outage, longer than RawViewer's 15 s
     viewer.start()
     wait_until(lambda: viewer.count > 32 * 1024, 20, "the edge's viewer streaming")
     edge_worker = edge.channels()["1"]["worker_pid"]
