@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
 
@@ -49,6 +50,9 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
                   font: str | None = None) -> list[str]:
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
     if isinstance(channel.source, Relay):
+        if not channel.source.remux:
+            # Already the TS the front wants: its bytes are passed on (air_worker/http_pull.py).
+            return [sys.executable, "-m", "air_worker.http_pull", channel.source.url]
         return cmd + relay_arguments(channel.source)
     gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"
@@ -108,7 +112,10 @@ RELAY_RECONNECT_DELAY_MAX = 2
 
 
 def relay_arguments(source: Relay) -> list[str]:
-    """Pull another instance's channel and pass it on as is: no decoding, no encoding.
+    """Pull a stream and remux it (remux = true): no decoding, no encoding.
+
+    For a source that is not clean MPEG-TS over HTTP (HLS, broken timestamps); it costs
+    a cold join about 1.3 s of probing and muxer start-up that http_pull does not.
 
     No -re: the origin paces the stream, and reading it as it comes is real time; -re
     would make the edge fall behind by whatever burst the origin sends a joiner.

@@ -34,12 +34,12 @@ MAX_BACKOFF_SECONDS = 5.0
 # file, a bad option): restarting it would only delay the viewers' 503. One killed by
 # a signal crashed, and is restarted.
 START_FAILURE_SECONDS = 1.0
-# A relay's ffmpeg that ran this long was streaming: its exit starts a new origin outage.
-# One that could not reach the origin exits at once; one cut off mid-stream retries
-# by itself for a few seconds first (see ffmpeg_command.relay_arguments).
+# A relay's pull (or ffmpeg) that ran this long was streaming: its exit starts a new
+# origin outage. One that could not reach the origin exits at once.
 RELAY_UP_SECONDS = 10.0
-# A relay's first ffmpeg tries to connect a few times before it gives up on an origin
-# that is down: the first viewers hear "Connection refused" rather than a start timeout.
+# A relay's first pull that fails this soon found its origin down: the first viewers hear
+# "Connection refused" (or the origin's 503) at once rather than a start timeout. (ffmpeg,
+# with remux = true, tries a few times first, hence the margin.)
 RELAY_START_FAILURE_SECONDS = 4.0
 
 
@@ -185,7 +185,8 @@ class AirWorker:
         code = self.ffmpeg.returncode
         status = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         last = self.stderr_tail[-1] if self.stderr_tail else "no error output"
-        reason = f"ffmpeg {status}: {last}"
+        pulls = isinstance(self.channel.source, Relay) and not self.channel.source.remux
+        reason = f"{'the relay pull' if pulls else 'ffmpeg'} {status}: {last}"
         tail = "\n".join(self.stderr_tail)
         now = time.monotonic()
         while self.restarts and self.restarts[0] < now - self.config.restart_window_seconds:
@@ -212,7 +213,7 @@ class AirWorker:
         if relay:
             delay = min(MAX_BACKOFF_SECONDS, self.config.restart_backoff_seconds * 2 ** self.outage_retries)
             log.warning("channel %s: %s; reconnecting to %s in %.1f s (its origin away for %.0f s, "
-                        "giving up after %g s); ffmpeg's last words:\n  %s", self.channel.id, reason,
+                        "giving up after %g s); its last words:\n  %s", self.channel.id, reason,
                         self.channel.source.url, delay, now - self.outage_since,
                         self.config.restart_window_seconds, "\n  ".join(self.stderr_tail) or "(nothing)")
             self.outage_retries += 1

@@ -48,6 +48,7 @@ class MediaFiles:
 class Relay:
     """Another instance's channel (or any HTTP MPEG-TS stream), passed on without re-encoding."""
     url: str
+    remux: bool = False  # through ffmpeg -c copy (HLS, broken timestamps) instead of passing bytes on
     line: int | None = field(default=None, compare=False)  # where url is, for the loop check's errors
 
 
@@ -151,7 +152,7 @@ class _Validator:
                 "log_level", *FLOAT_KEYS, *INT_KEYS}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
                     "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
-                    "transcode", "url"}
+                    "transcode", "url", "remux"}
     # What a relay's origin decides, not the relay: refused on a relay channel.
     ENCODING_KEYS = ("width", "height", "fps", "keyframe_seconds", "tone_hz", "file", "files", "transcode")
 
@@ -273,8 +274,9 @@ class _Validator:
             raise self.error("id", f"{channel_id!r} is not 1-64 of A-Z a-z 0-9 _ -", i)
         name = self.typed(t, "name", str, i)
         kind = self.typed(t, "source", str, i)
-        if "url" in t and kind != "relay":
-            raise self.error("url", "only for source = \"relay\"", i)
+        for key in ("url", "remux"):
+            if key in t and kind != "relay":
+                raise self.error(key, "only for source = \"relay\"", i)
         if kind == "test-pattern":
             for key in ("file", "files"):
                 if key in t:
@@ -319,7 +321,8 @@ class _Validator:
             raise self.error("url", f"not a URL: {e}", i) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self.error("url", f"expected http://HOST[:PORT]/PATH, got {url!r}", i)
-        return Relay(url=url, line=self.line_of("url", i))
+        remux = self.typed(t, "remux", bool, i) if "remux" in t else False
+        return Relay(url=url, remux=remux, line=self.line_of("url", i))
 
     def media_paths(self, t: dict[str, Any], i: int) -> tuple[str, ...]:
         if ("file" in t) == ("files" in t):

@@ -61,6 +61,8 @@ def test_a_relay_channel_is_its_url():
     ('source = "relay"\nurl = "http://o/1.ts"\nwidth = 640', "width", "the origin encodes"),
     ('source = "relay"\nurl = "http://o/1.ts"\ntranscode = false', "transcode", "the origin encodes"),
     ('source = "test-pattern"\nurl = "http://o/1.ts"', "url", "only for source = \"relay\""),
+    ('source = "test-pattern"\nremux = true', "remux", "only for source = \"relay\""),
+    ('source = "relay"\nurl = "http://o/1.ts"\nremux = "yes"', "remux", "must be bool"),
 ])
 def test_a_bad_relay_names_file_line_and_key(tmp_path, body, key, words):
     e = load_error(tmp_path, f'[[channel]]\nid = "1"\nname = "R"\n{body}\n')
@@ -116,8 +118,13 @@ def test_check_config_and_listen_refuse_a_relay_loop(tmp_path):
     assert f"{path}:6: url: relay loop" in looped.stderr
 
 
-def test_a_relay_copies_without_re_encoding_and_without_pacing():
+def test_a_relay_passes_the_bytes_on_with_http_pull():
     cmd = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts")), "ffmpeg")
+    assert cmd == [sys.executable, "-m", "air_worker.http_pull", "http://origin:8000/channels/1.ts"]
+
+
+def test_a_remuxed_relay_copies_without_re_encoding_and_without_pacing():
+    cmd = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts", remux=True)), "ffmpeg")
     assert cmd[cmd.index("-i") + 1] == "http://origin:8000/channels/1.ts"
     assert cmd[cmd.index("-c") + 1] == "copy" and "libx264" not in cmd
     assert "-re" not in cmd  # the origin paces
@@ -194,7 +201,8 @@ def test_many_viewers_through_haproxy_cost_the_origin_one_pull_per_channel_per_e
         assert len(carrying) == 1, f"channel {channel_id} is on {len(carrying)} edges"
         assert carrying[0].channels()[channel_id]["viewers"] == VIEWERS_PER_CHANNEL
         assert on_origin[channel_id]["viewers"] == len(carrying) == 1
-        assert len(carrying[0].ffmpegs()) >= 1
+        pull = psutil.Process(carrying[0].channels()[channel_id]["ffmpeg_pid"])
+        assert "air_worker.http_pull" in pull.cmdline() and not carrying[0].ffmpegs()  # no encoding
     assert len(origin.ffmpegs()) == 2  # one encoder per channel for the whole tree
 
     for channel_id in ("1", "2"):  # a late joiner through HAProxy and an edge starts clean
@@ -252,7 +260,7 @@ def test_an_origin_restart_is_survived_by_the_edges_viewers(service_factory):
     mark = edge.log_mark()
     assert origin.stop() == 0
     # Longer than ffmpeg's own reconnects: the worker takes over, the viewer still waits.
-    edge.wait_for_log(r"channel 1: ffmpeg exited .*Connection refused; reconnecting to", 30, start=mark)
+    edge.wait_for_log(r"channel 1: the relay pull exited .*Connection refused; reconnecting to", 30, start=mark)
     restarted = service_factory(port=origin.port)
     wait_until(lambda: restarted.channels()["1"]["viewers"] == 1, 30, "the edge pulling from the new origin")
     before = viewer.count
