@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 # The players and tools the tests drive, and what python-prctl needs to build.
 TEST_DEBS := ffmpeg mpv vlc-bin vlc-plugin-base curl fonts-dejavu-core procps chromium systemd haproxy
+# The XMLTV DTD (xmltv-util) and xmllint (libxml2-utils) that check the guide.
+TEST_DEBS += xmltv-util libxml2-utils
 BUILD_DEBS := libcap-dev gcc
 
 .PHONY: venv run test bench system-test-tools clean cluster-demo
@@ -31,6 +33,7 @@ run: venv
 system-test-tools:
 	@missing=""; for t in ffmpeg ffprobe mpv cvlc curl chromium systemd-analyze haproxy; do command -v $$t >/dev/null || missing=1; done; \
 	[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing=1; \
+	command -v xmllint >/dev/null && [ -e /usr/share/xmltv/xmltv.dtd ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_DEBS); \

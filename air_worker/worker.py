@@ -13,11 +13,9 @@ import collections
 import logging
 import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 
 from retrovue_air import child_process, wire
@@ -44,18 +42,15 @@ RELAY_START_FAILURE_SECONDS = 4.0
 
 
 class AirWorker:
-    def __init__(self, channel: Channel, config: Config, stream: int, inbox: socket.socket,
-                 front_address: bytes):
+    def __init__(self, channel: Channel, config: Config, stream: int, link: socket.socket):
         self.channel = channel
         self.config = config
         self.stream = stream
-        self.inbox = inbox
-        self.front_address = front_address
+        self.link = link  # private to this worker and the front: made by the supervisor before the fork
         self.ffmpeg: subprocess.Popen | None = None
         self.started_at = 0.0
         self.ffmpegs_started = 0
         self.write_end: socket.socket | None = None
-        self.workdir = ""
         self.restarts: collections.deque[float] = collections.deque()
         self.restart_at: float | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -66,7 +61,7 @@ class AirWorker:
     def run(self) -> int:
         """Stream until told to stop; returns the process exit code."""
         wake_r, wake_w = socket.socketpair()
-        self.workdir = tempfile.mkdtemp(prefix="retrovue-air-")
+        self.link.setblocking(False)
         self.sel = selectors.DefaultSelector()
         try:
             wake_w.setblocking(False)
@@ -80,10 +75,9 @@ class AirWorker:
             self.stop_ffmpeg()
             signal.set_wakeup_fd(-1)
             self.sel.close()
-            for sock in (self.write_end, wake_r, wake_w):
+            for sock in (self.write_end, wake_r, wake_w, self.link):
                 if sock is not None:
                     sock.close()
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def start_stream(self) -> bool:
         """Start ffmpeg on a new socketpair and hand its read end to the front."""
@@ -91,8 +85,8 @@ class AirWorker:
         try:
             self.start_ffmpeg(write_end)
             try:
-                wire.send(self.inbox, wire.StreamReady(self.channel.id, self.stream, self.ffmpeg.pid),
-                          self.front_address, fd=read_end.fileno())
+                wire.send(self.link, wire.StreamReady(self.channel.id, self.stream, self.ffmpeg.pid),
+                          fd=read_end.fileno())
             except OSError as e:
                 log.error("channel %s: cannot hand the stream to the front: %s", self.channel.id, e)
                 write_end.close()
@@ -110,16 +104,21 @@ class AirWorker:
         playlist = None
         source = self.channel.source
         if isinstance(source, MediaFiles) and len(source.paths) > 1:
-            playlist = os.path.join(self.workdir, "playlist.ffconcat")
-            with open(playlist, "w") as f:
-                f.write(concat_list(source.paths))
-        cmd = build_command(self.channel, ffmpeg_binary(), playlist, font_file())
-        self.stderr_tail.clear()
-        self.ffmpeg = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=stdout.fileno(), stderr=subprocess.PIPE,
-            # Its own process group: a terminal's Ctrl-C goes to the supervisor, which
-            # decides; ffmpeg must not quit on its own and look like a crash.
-            process_group=0, preexec_fn=child_process.exec_guard(os.getpid()))
+            # In memory, not a temp file: a killed worker leaves nothing on disk.
+            playlist = os.memfd_create("playlist.ffconcat", 0)
+            os.write(playlist, concat_list(source.paths).encode())
+        try:
+            cmd = build_command(self.channel, ffmpeg_binary(), playlist and f"/dev/fd/{playlist}", font_file())
+            self.stderr_tail.clear()
+            self.ffmpeg = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=stdout.fileno(), stderr=subprocess.PIPE,
+                pass_fds=(playlist,) if playlist else (),
+                # Its own process group: a terminal's Ctrl-C goes to the supervisor, which
+                # decides; ffmpeg must not quit on its own and look like a crash.
+                process_group=0, preexec_fn=child_process.exec_guard(os.getpid()))
+        finally:
+            if playlist:
+                os.close(playlist)
         self.started_at = time.monotonic()
         self.ffmpegs_started += 1
         os.set_blocking(self.ffmpeg.stderr.fileno(), False)
@@ -129,14 +128,14 @@ class AirWorker:
 
     def serve(self, wake: socket.socket) -> int:
         self.sel.register(wake, selectors.EVENT_READ, "signal")
-        self.sel.register(self.inbox, selectors.EVENT_READ, "inbox")
+        self.sel.register(self.link, selectors.EVENT_READ, "link")
         while True:
             timeout = None if self.restart_at is None else max(0.0, self.restart_at - time.monotonic())
             for key, _ in self.sel.select(timeout):
                 if key.data == "stderr":
                     if not self.read_stderr():
                         self.sel.unregister(self.ffmpeg.stderr)
-                elif key.data == "inbox":
+                elif key.data == "link":
                     if self.stop_requested():
                         return 0
                 else:
@@ -156,18 +155,14 @@ class AirWorker:
                     return code
 
     def stop_requested(self) -> bool:
-        while True:
-            try:
-                message, fds = wire.receive(self.inbox)
-            except BlockingIOError:
-                return False
-            except wire.ProtocolError as e:
-                log.warning("channel %s: ignored a message: %s", self.channel.id, e)
-                continue
+        """True on STOP, or when the front closed its end of the link (it is gone, or done with us)."""
+        for message, fds in wire.receive_some(self.link):
             for fd in fds:
                 os.close(fd)
-            if isinstance(message, wire.Stop) and message.stream == self.stream:
+            if message is None or (isinstance(message, wire.Stop) and message.stream == self.stream):
                 return True
+            log.warning("channel %s: ignored a message: %s", self.channel.id, message)
+        return False
 
     def ffmpeg_exited(self) -> int | None:
         """ffmpeg died on its own: schedule a restart (None), or give up (the exit code)."""
@@ -205,8 +200,8 @@ class AirWorker:
             log.error("channel %s: %s%s; giving up. ffmpeg's last words:\n  %s", self.channel.id, reason,
                       why, "\n  ".join(self.stderr_tail) or "(nothing)")
             try:
-                wire.send(self.inbox, wire.StreamFailed(self.channel.id, self.stream, (reason + why)[:500],
-                                                        tail[-2000:]), self.front_address)
+                wire.send(self.link, wire.StreamFailed(self.channel.id, self.stream, (reason + why)[:500],
+                                                       tail[-2000:]))
             except OSError as e:
                 log.warning("channel %s: cannot tell the front: %s", self.channel.id, e)
             return 1
@@ -278,11 +273,11 @@ class AirWorker:
             proc.stderr.close()
 
 
-def run_air_worker(channel: Channel, config: Config, stream: int, inbox: socket.socket,
-                   front_address: bytes, parent_pid: int) -> int:
+def run_air_worker(channel: Channel, config: Config, stream: int, link: socket.socket,
+                   parent_pid: int) -> int:
     child_process.become(f"air_worker {channel.id}", f"air_worker[{channel.id}]", parent_pid)
     # A worker runs ffmpeg from config and nothing else: it can never gain privileges.
     import prctl
 
     prctl.set_no_new_privs(True)
-    return AirWorker(channel, config, stream, inbox, front_address).run()
+    return AirWorker(channel, config, stream, link).run()

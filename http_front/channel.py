@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import h11
@@ -25,6 +26,15 @@ def host_of(request: h11.Request) -> str:
     return "127.0.0.1"
 
 
+# An absolute path as ffmpeg and our own messages print it: up to a space, quote or colon.
+_PATH = re.compile(r"(?<![\w.])/[^\s'\":]*/([^\s'\":/]+)")
+
+
+def redact_paths(text: str) -> str:
+    """Paths reduced to their file names: where the media library lives is nobody's business."""
+    return _PATH.sub(r"\1", text)
+
+
 class Channel:
     """The front's view of one channel: its lifecycle, its stream and its buffer."""
 
@@ -46,6 +56,7 @@ class Channel:
         self.stats = ChannelStats()
         self.start_requested_at: float | None = None
         self.stop_requested_at: float | None = None
+        self.schedule = None  # what it airs when (retrovue_air.schedule), for the guide; None: placeholders
 
     def bytes_out(self) -> int:
         return self.stats.bytes_out_closed + sum(v.cursor - v.start_cursor for v in self.viewers)
@@ -54,9 +65,11 @@ class Channel:
     def id(self) -> str:
         return self.config.id
 
-    def summary(self) -> dict:
+    def summary(self, expose_paths: bool = False) -> dict:
         lc = self.lifecycle
+        error, tail = lc.failure, self.failure_tail if lc.failure else ""
+        if not expose_paths:
+            error, tail = error and redact_paths(error), redact_paths(tail)
         return {"id": self.id, "name": self.config.name, "state": lc.state.value,
                 "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
-                "ffmpeg_pid": lc.ffmpeg_pid, "error": lc.failure,
-                "stderr_tail": self.failure_tail if lc.failure else ""}
+                "ffmpeg_pid": lc.ffmpeg_pid, "error": error, "stderr_tail": tail}

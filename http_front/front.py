@@ -11,8 +11,11 @@ missing byte is older than max_lag_seconds it is dropped.
 from __future__ import annotations
 
 import collections
+import errno
+import itertools
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -22,11 +25,11 @@ import h11
 
 from dataclasses import replace
 
-from retrovue_air import config as config_module
 from retrovue_air import wire
 from retrovue_air.config import Config
+from retrovue_air.logs import RepeatedLine
 
-from . import metrics, responses, routes, status_page
+from . import discovery, metrics, presentation, responses, routes, status_page, tuner
 from .channel import Channel, host_of
 from .channel_lifecycle import (Action, Admit, ChannelLifecycle, Disconnect, Refuse, RequestStream,
                                 State, StopStream)
@@ -39,28 +42,61 @@ log = logging.getLogger("http_front")
 FLUSH_BYTES = 64 * 1024
 ACCEPTS_PER_WAKEUP = 64
 MIN_BUFFER = 4 * 1024 * 1024
+MAX_BUFFER = 512 * 1024 * 1024
+# Descriptors kept back from max_connections: the listener, the loop's own, and per
+# channel a stream, a queued restarted stream and a worker link.
+RESERVED_FDS = 32
+FDS_PER_CHANNEL = 3
+# Out of descriptors, accept() fails at once every time it is called: pause it this long.
+ACCEPT_PAUSE_SECONDS = 0.5
+# A worker told to STOP that the supervisor has not reported gone after this is
+# handed to the supervisor to stop by signal.
+STOP_GRACE_SECONDS = 2.0
+STREAMS_PER_GENERATION = 1_000_000
 
 
 class Front:
-    def __init__(self, config: Config, listener: socket.socket, control: socket.socket,
-                 inbox: socket.socket, instance: str):
+    def __init__(self, config: Config, listener: socket.socket, control: socket.socket, generation: int = 1):
         self.config = config
         self.listener = listener
         self.control = control
-        self.inbox = inbox
-        self.instance = instance
-        self.channels = {c.id: Channel(c, ChannelLifecycle(c.id, retry_after=config.failed_retry_seconds))
-                         for c in config.channels}
+        # Stream ids never repeat across restarts of the front: each front (a generation,
+        # counted by the supervisor) numbers its streams in a range of its own.
+        self.next_stream = itertools.count(generation * STREAMS_PER_GENERATION + 1).__next__
+        self.channels = {c.id: self.new_channel(c) for c in config.channels}
         self.channel_ids = frozenset(self.channels)
-        self.retired: dict[str, Channel] = {}  # removed by a reload, their worker not yet reaped
+        self.retired: set[Channel] = set()  # removed by a reload, their worker not yet reaped
+        self.streams: dict[int, Channel] = {}  # every stream asked for and not yet reaped
+        self.links: dict[int, socket.socket] = {}  # stream -> the private link to its worker
+        # Streams told to STOP, with the time after which their worker is stopped by signal.
+        self.stop_deadlines: dict[int, float] = {}
         self.viewers: dict[int, Viewer] = {}
-        # Connections still sending their request, oldest first: the slowloris sweep
-        # looks only at the head of this queue, so there is no timer per connection.
+        # Connections still sending their request, and connections sending a final
+        # response, oldest first: each sweep looks only at the head of its queue, so
+        # there is no timer per connection.
         self.reading: dict[Viewer, None] = {}
+        self.closing: dict[Viewer, float] = {}
         self.per_address: collections.Counter[str] = collections.Counter()
-        self.stopped_streams: set[int] = set()
         self.sel = selectors.DefaultSelector()
         self.running = True
+        self.accept_paused_until: float | None = None
+        self.accept_failures = RepeatedLine(log, logging.WARNING)
+        self.max_connections = self.connection_budget(config)
+
+    def new_channel(self, config) -> Channel:
+        return Channel(config, ChannelLifecycle(config.id, next_stream=self.next_stream,
+                                                retry_after=self.config.failed_retry_seconds))
+
+    def connection_budget(self, config: Config) -> int:
+        """max_connections, lowered to what the fd limit allows: past it accept() could only fail."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        allowed = soft - RESERVED_FDS - FDS_PER_CHANNEL * len(config.channels)
+        if soft != resource.RLIM_INFINITY and allowed < config.max_connections:
+            allowed = max(1, allowed)
+            log.warning("max_connections %d lowered: at most %d connections: the fd limit is %d",
+                        config.max_connections, allowed, soft)
+            return allowed
+        return config.max_connections
 
     # The loop
 
@@ -74,15 +110,17 @@ class Front:
         self.sel.register(wake_r, selectors.EVENT_READ, ("signal", None))
         self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
         self.sel.register(self.control, selectors.EVENT_READ, ("control", None))
-        self.sel.register(self.inbox, selectors.EVENT_READ, ("inbox", None))
+        responder = discovery.responder_for(lambda: self.config, self.listener.getsockname()) if self.config.discovery else None
+        for sock in responder.open() if responder else ():
+            self.sel.register(sock, selectors.EVENT_READ, ("discovery", responder))
         log.info("serving on %s:%d", *self.listener.getsockname()[:2])
         self.tell_supervisor(wire.FrontReady())
         try:
             while self.running:
                 events = self.sel.select(self.timeout())
-                # A worker's last word (StreamFailed, in the inbox) is sent before it
+                # A worker's last word (StreamFailed, on its link) is sent before it
                 # exits, so it is handled before the supervisor's news of that exit.
-                events.sort(key=lambda e: e[0].data[0] != "inbox")
+                events.sort(key=lambda e: e[0].data[0] != "link")
                 for key, mask in events:
                     kind, obj = key.data
                     if kind == "viewer":
@@ -94,10 +132,13 @@ class Front:
                             self.read_stream(obj)
                     elif kind == "accept":
                         self.accept()
-                    elif kind == "inbox":
-                        self.read_inbox()
+                    elif kind == "link":
+                        if self.links.get(obj) is not None and self.links[obj].fileno() == key.fd:
+                            self.read_link(obj)
                     elif kind == "control":
                         self.read_control()
+                    elif kind == "discovery":
+                        obj.handle_readable(key.fileobj)
                     elif kind == "signal":
                         if signal.SIGTERM in wake_r.recv(64):
                             log.info("terminating")
@@ -106,15 +147,25 @@ class Front:
                 self.check_deadlines()
         finally:
             self.shutdown()
+            if responder:
+                responder.close()
             signal.set_wakeup_fd(-1)
             wake_r.close()
             wake_w.close()
         return 0
 
+    def all_channels(self) -> list[Channel]:
+        return [*self.channels.values(), *self.retired]
+
     def timeout(self) -> float | None:
-        deadlines = [d for c in self.channels.values() for d in (c.flush_deadline, c.start_deadline) if d]
+        deadlines = [d for c in self.all_channels() for d in (c.flush_deadline, c.start_deadline) if d]
+        deadlines += self.stop_deadlines.values()
         if self.reading:
             deadlines.append(next(iter(self.reading)).connected_at + self.config.request_timeout_seconds)
+        if self.closing:
+            deadlines.append(next(iter(self.closing.values())))
+        if self.accept_paused_until is not None:
+            deadlines.append(self.accept_paused_until)
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def check_deadlines(self) -> None:
@@ -126,7 +177,20 @@ class Front:
             log.info("%s: no complete request within %g s: closed", oldest.peer,
                      self.config.request_timeout_seconds)
             self.close_viewer(oldest, "request timeout")
-        for channel in self.channels.values():
+        while self.closing:
+            oldest, deadline = next(iter(self.closing.items()))
+            if deadline > now:
+                break
+            log.info("%s: response not taken within %g s: closed", oldest.peer, self.config.request_timeout_seconds)
+            self.close_viewer(oldest, "response timeout")
+        if self.accept_paused_until is not None and self.accept_paused_until <= now:
+            self.accept_paused_until = None
+            self.sel.register(self.listener, selectors.EVENT_READ, ("accept", None))
+        for stream, deadline in list(self.stop_deadlines.items()):
+            if deadline <= now:
+                del self.stop_deadlines[stream]
+                self.escalate_stop(stream)
+        for channel in self.all_channels():
             if channel.start_deadline is not None and channel.start_deadline <= now:
                 channel.start_deadline = None
                 reason = f"no stream within {self.config.start_timeout_seconds:g} s"
@@ -136,9 +200,11 @@ class Front:
     def shutdown(self) -> None:
         for viewer in list(self.viewers.values()):
             self.close_viewer(viewer, "service stopping", tune_out=False)
-        for channel in [*self.channels.values(), *self.retired.values()]:
+        for channel in self.all_channels():
             if channel.lifecycle.stream is not None:
                 self.stop_stream(channel, channel.lifecycle.stream)
+        for link in self.links.values():
+            link.close()
         self.sel.close()
 
     # Viewers: accept, read the request, route it
@@ -149,15 +215,23 @@ class Front:
                 sock, addr = self.listener.accept()
             except BlockingIOError:
                 return
-            except OSError as e:  # EMFILE and friends: the next round tries again
-                log.warning("accept failed: %s", e)
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # The pending connection stays queued, so the listener stays readable:
+                    # without a pause this loop would spin on accept() at 100 % CPU.
+                    self.sel.unregister(self.listener)
+                    self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
+                    self.accept_failures.say(f"accept failed: {e.strerror}; pausing accepts for "
+                                             f"{ACCEPT_PAUSE_SECONDS:g} s")
+                else:
+                    log.warning("accept failed: %s", e)
                 return
             sock.setblocking(False)
             viewer = Viewer(sock, f"{addr[0]}:{addr[1]}", time.monotonic())
             viewer.address = addr[0]
             self.viewers[viewer.fd] = viewer
             self.per_address[viewer.address] += 1
-            self.sel.register(sock, selectors.EVENT_READ, ("viewer", viewer))
+            self.update_interest(viewer)
             limit = self.connection_limit(viewer)
             if limit:
                 self.refuse(viewer, limit)
@@ -165,15 +239,15 @@ class Front:
                 self.reading[viewer] = None
 
     def connection_limit(self, viewer: Viewer) -> str | None:
-        if len(self.viewers) > self.config.max_connections:
-            return f"the server is full ({self.config.max_connections} connections)"
+        if len(self.viewers) > self.max_connections:
+            return f"the server is full ({self.max_connections} connections)"
         if self.per_address[viewer.address] > self.config.max_connections_per_address:
             return f"too many connections from {viewer.address} (limit {self.config.max_connections_per_address})"
         return None
 
-    def refuse(self, viewer: Viewer, why: str) -> None:
+    def refuse(self, viewer: Viewer, why: str, headers: tuple = ()) -> None:
         log.warning("%s: refused: %s", viewer.peer, why)
-        self.respond(viewer, responses.text(503, why, [("Retry-After", "10")]))
+        self.respond(viewer, responses.text(503, why, [("Retry-After", "10"), *headers]))
 
     def viewer_event(self, viewer: Viewer, mask: int) -> None:
         if mask & selectors.EVENT_READ:
@@ -190,9 +264,15 @@ class Front:
             return True
         except OSError:
             data = b""
-        if not data:
+        if not data and viewer.phase is Phase.REQUEST:
             self.close_viewer(viewer, "left")
             return False
+        if not data:
+            # EOF after a whole request is a half-close (HTTP/1.0 tools, some proxies): the
+            # client still reads. Stop reading; a client that is really gone shows on a send.
+            viewer.read_closed = True
+            self.update_interest(viewer)
+            return True
         if viewer.phase is not Phase.REQUEST:
             return True  # a player may send anything once it is watching; it is ignored
         viewer.conn.receive_data(data)
@@ -223,7 +303,7 @@ class Front:
         return True
 
     def handle_request(self, viewer: Viewer, request: h11.Request) -> None:
-        r = routes.route(request.method, request.target, self.channel_ids)
+        r = routes.route(request.method, request.target, self.channel_ids, presentation.guide_numbers(self.config))
         if isinstance(r, routes.Refuse):
             log.info("%s: %s %s -> %d", viewer.peer, request.method.decode(),
                      request.target.decode("ascii", "replace")[:200], r.status)
@@ -231,7 +311,7 @@ class Front:
         elif isinstance(r, routes.Health):
             self.respond(viewer, responses.text(200, "ok", head_only=r.head_only))
         elif isinstance(r, routes.ChannelList):
-            body = [c.summary() for c in self.channels.values()]
+            body = [c.summary(self.config.expose_paths) for c in self.channels.values()]
             self.respond(viewer, responses.json_body(200, body, head_only=r.head_only))
         elif isinstance(r, routes.StatusPage):
             page = status_page.render(self, host_of(request))
@@ -239,20 +319,20 @@ class Front:
         elif isinstance(r, routes.Metrics):
             content_type, data = metrics.render(self)
             self.respond(viewer, responses.body(200, content_type, data, r.head_only))
-        elif isinstance(r, routes.Playlist):
-            chosen = [self.channels[r.channel]] if r.channel else list(self.channels.values())
-            data = status_page.m3u(chosen, host_of(request))
-            self.respond(viewer, responses.body(200, "audio/x-mpegurl", data, r.head_only))
+        elif isinstance(r, presentation.PRESENTATION_ROUTES):
+            schedules = {c.id: c.schedule for c in self.channels.values() if c.schedule is not None}
+            self.respond(viewer, presentation.answer(r, self.config, schedules, host_of(request), time.time()))
         elif r.head_only:
             self.respond(viewer, responses.stream_head())
         else:
             channel = self.channels[r.channel]
             limit = self.viewer_limit(channel)
             if limit:
-                self.refuse(viewer, limit)
+                # A channel nobody watches is refused only for want of a tuner (max_active_channels).
+                self.refuse(viewer, limit, () if channel.lifecycle.viewer_count else tuner.ALL_TUNERS_IN_USE)
                 return
             viewer.phase = Phase.WAITING
-            viewer.channel = channel.id
+            viewer.channel = channel
             log.info("channel %s: tune in %s (%d viewers)", channel.id, viewer.peer,
                      channel.lifecycle.viewer_count + 1)
             self.carry_out(channel, channel.lifecycle.tune_in(viewer, time.monotonic()))
@@ -266,10 +346,24 @@ class Front:
         return None
 
     def respond(self, viewer: Viewer, data: bytes) -> None:
-        """Send a final response, then close once it is out."""
+        """Send a final response, then close once it is out (or at a deadline, if it is never taken)."""
         viewer.phase = Phase.CLOSING
         viewer.pending = data
+        self.reading.pop(viewer, None)
+        self.closing[viewer] = time.monotonic() + self.config.request_timeout_seconds
         self.pump(viewer)
+
+    def update_interest(self, viewer: Viewer) -> None:
+        """Register the viewer's socket for what it waits on: reading (until EOF), writing (while blocked)."""
+        events = (0 if viewer.read_closed else selectors.EVENT_READ) | (selectors.EVENT_WRITE if viewer.blocked else 0)
+        registered = viewer.registered
+        if events and registered:
+            self.sel.modify(viewer.sock, events, ("viewer", viewer))
+        elif events:
+            self.sel.register(viewer.sock, events, ("viewer", viewer))
+        elif registered:
+            self.sel.unregister(viewer.sock)
+        viewer.registered = bool(events)
 
     def pump(self, viewer: Viewer) -> None:
         channel = self.channel_of(viewer)
@@ -279,14 +373,14 @@ class Front:
         elif result is Sent.BLOCKED:
             if not viewer.blocked:
                 viewer.blocked = True
-                self.sel.modify(viewer.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, ("viewer", viewer))
+                self.update_interest(viewer)
                 if channel is not None and viewer.phase is Phase.WATCHING:
                     channel.blocked.add(viewer)
         elif viewer.phase is Phase.CLOSING:
             self.close_viewer(viewer, None)
         elif viewer.blocked:
             viewer.blocked = False
-            self.sel.modify(viewer.sock, selectors.EVENT_READ, ("viewer", viewer))
+            self.update_interest(viewer)
             if channel is not None:
                 channel.blocked.discard(viewer)
 
@@ -295,10 +389,12 @@ class Front:
             return
         del self.viewers[viewer.fd]
         self.reading.pop(viewer, None)
+        self.closing.pop(viewer, None)
         self.per_address[viewer.address] -= 1
         if not self.per_address[viewer.address]:
             del self.per_address[viewer.address]
-        self.sel.unregister(viewer.sock)
+        if viewer.registered:
+            self.sel.unregister(viewer.sock)
         if viewer.phase is Phase.CLOSING:
             # Read what the peer already sent, so that close() does not answer it with
             # a reset that could destroy our response before the peer reads it.
@@ -347,26 +443,36 @@ class Front:
 
     def request_stream(self, channel: Channel, stream: int) -> None:
         log.info("channel %s: starting stream %d", channel.id, stream)
+        self.streams[stream] = channel
         channel.stats.streams_started += 1
         channel.start_requested_at = time.monotonic()
         channel.start_deadline = channel.start_requested_at + self.config.start_timeout_seconds
-        try:
-            wire.send(self.control, wire.StartStream(channel.id, stream))
-        except OSError as e:
-            log.error("channel %s: cannot reach the supervisor: %s", channel.id, e)
-            self.running = False
+        self.tell_supervisor(wire.StartStream(channel.id, stream))
 
     def stop_stream(self, channel: Channel, stream: int) -> None:
-        if stream not in self.stopped_streams:
-            self.stopped_streams.add(stream)
+        link = self.links.pop(stream, None)
+        if link is not None:
             channel.stop_requested_at = time.monotonic()
             channel.start_deadline = None
+            self.stop_deadlines[stream] = channel.stop_requested_at + STOP_GRACE_SECONDS
             try:
-                wire.send(self.inbox, wire.Stop(stream), wire.air_inbox_address(self.instance, stream))
+                wire.send(link, wire.Stop(stream))
             except OSError:
-                pass  # the worker is already gone; the supervisor reaps it either way
+                pass  # a full or dead link: closing it below says the same to a worker that reads
+            # The worker also takes EOF on its link as STOP.
+            self.sel.unregister(link)
+            link.close()
         if channel.stream_id == stream:
             self.close_stream(channel)
+
+    def escalate_stop(self, stream: int) -> None:
+        """A worker told to STOP has not been reported gone in time: the supervisor stops it by signal."""
+        channel = self.streams.get(stream)
+        if channel is None or channel.lifecycle.stream != stream or channel.lifecycle.worker_pid is None:
+            return
+        log.warning("channel %s: stream %d did not stop within %g s: asking the supervisor to stop its worker",
+                    channel.id, stream, STOP_GRACE_SECONDS)
+        self.tell_supervisor(wire.StopWorker(channel.id, stream, channel.lifecycle.worker_pid))
 
     def close_stream(self, channel: Channel) -> None:
         """Close the stream FDs; the buffer stays while viewers may continue in it."""
@@ -424,45 +530,73 @@ class Front:
     # Messages from the supervisor and the workers
 
     def read_control(self) -> None:
-        while True:
-            try:
-                data = self.control.recv(wire.MAX_MESSAGE)
-            except BlockingIOError:
-                return
-            if not data:
+        for message, fds in wire.receive_some(self.control):
+            if message is None:
                 log.error("the supervisor is gone")
                 self.running = False
                 return
-            try:
-                message = wire.decode(data)
-            except wire.ProtocolError as e:
-                log.error("bad message from the supervisor: %s", e)
-                continue
-            if isinstance(message, wire.Ping):
+            if isinstance(message, wire.ProtocolError):
+                log.error("bad message from the supervisor: %s", message)
+            elif isinstance(message, wire.Ping):
                 live = sum(1 for c in self.channels.values() if c.lifecycle.viewer_count)
                 viewers = sum(c.lifecycle.viewer_count for c in self.channels.values())
                 self.tell_supervisor(wire.Pong(viewers, live))
-                continue
-            if isinstance(message, wire.Reload):
-                self.reload(message)
-                continue
-            channel = self.channels.get(getattr(message, "channel", "")) or self.retired.get(
-                getattr(message, "channel", ""))
-            if channel is None:
-                continue
-            if isinstance(message, wire.WorkerSpawned):
-                self.carry_out(channel, channel.lifecycle.worker_spawned(message.stream, message.pid))
+            elif isinstance(message, wire.Reload) and len(fds) == 1:
+                self.reload(wire.read_config(fds.pop()))
+            elif isinstance(message, wire.WorkerSpawned) and len(fds) == 1:
+                self.worker_spawned(message, socket.socket(fileno=fds.pop()))
             elif isinstance(message, wire.WorkerExited):
-                if message.stream in self.stopped_streams and channel.stop_requested_at is not None:
-                    took = time.monotonic() - channel.stop_requested_at
-                    channel.stats.teardown.observe(took)
-                    log.info("channel %s: stream %d torn down in %.3f s (air worker %s)",
-                             channel.id, message.stream, took, message.status)
-                    channel.stop_requested_at = None
-                self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, message.status,
-                                                                        time.monotonic()))
-                self.stopped_streams.discard(message.stream)
-                self.forget_retired(channel)
+                self.worker_exited(message)
+            elif isinstance(message, wire.StartFailed):
+                self.start_failed(message)
+            for fd in fds:
+                os.close(fd)
+
+    def worker_spawned(self, message: wire.WorkerSpawned, link: socket.socket) -> None:
+        channel = self.streams.get(message.stream)
+        if channel is None:
+            link.close()  # the worker reads EOF: nobody wants its stream
+            return
+        link.setblocking(False)
+        self.links[message.stream] = link
+        self.sel.register(link, selectors.EVENT_READ, ("link", message.stream))
+        self.carry_out(channel, channel.lifecycle.worker_spawned(message.stream, message.pid))
+
+    def worker_exited(self, message: wire.WorkerExited) -> None:
+        channel = self.streams.get(message.stream)
+        if channel is None or channel.lifecycle.worker_pid not in (None, message.pid):
+            return
+        self.stop_deadlines.pop(message.stream, None)
+        if channel.stop_requested_at is not None:
+            took = time.monotonic() - channel.stop_requested_at
+            channel.stats.teardown.observe(took)
+            log.info("channel %s: stream %d torn down in %.3f s (air worker %s)",
+                     channel.id, message.stream, took, message.status)
+            channel.stop_requested_at = None
+        self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, message.status, time.monotonic()))
+        self.forget_stream(message.stream)
+
+    def start_failed(self, message: wire.StartFailed) -> None:
+        channel = self.streams.get(message.stream)
+        if channel is None:
+            return
+        log.error("channel %s: stream %d could not start: %s", channel.id, message.stream, message.reason)
+        now = time.monotonic()
+        self.carry_out(channel, channel.lifecycle.stream_failed(message.stream, message.reason))
+        self.carry_out(channel, channel.lifecycle.worker_exited(message.stream, "not started", now))
+        self.forget_stream(message.stream)
+
+    def forget_stream(self, stream: int) -> None:
+        """The stream's worker is gone: drop what the front kept for it."""
+        channel = self.streams.pop(stream, None)
+        self.stop_deadlines.pop(stream, None)
+        link = self.links.pop(stream, None)
+        if link is not None:
+            self.sel.unregister(link)
+            link.close()
+        if channel in self.retired and channel.lifecycle.state in (State.IDLE, State.FAILED):
+            self.retired.discard(channel)
+            log.info("channel %s: retired: its last stream is over", channel.id)
 
     def tell_supervisor(self, message: wire.Message) -> None:
         try:
@@ -471,26 +605,24 @@ class Front:
             log.error("cannot reach the supervisor: %s", e)
             self.running = False
 
-    def reload(self, message: wire.Reload) -> None:
-        """Apply a new configuration: unchanged channels see no gap, changed ones take it
-        for their next stream, removed ones close their viewers and stop."""
-        try:
-            new = config_module.parse(message.text, message.path)
-        except config_module.ConfigError as e:  # the supervisor validated it: should not happen
-            log.error("reload refused: %s", e)
-            return
+    def reload(self, new: Config) -> None:
+        """Apply a new configuration (parsed and validated by the supervisor): unchanged channels
+        see no gap, changed ones take it for their next stream, removed ones close their viewers and stop."""
         self.config = replace(new, listen=self.config.listen)
+        self.max_connections = self.connection_budget(self.config)
         wanted = {c.id: c for c in new.channels}
         for channel_id in [c for c in self.channels if c not in wanted]:
             channel = self.channels.pop(channel_id)
             log.info("channel %s: removed by the new configuration; closing its viewers", channel_id)
-            self.retired[channel_id] = channel
+            self.retired.add(channel)
             for viewer in list(channel.lifecycle.waiting):
                 self.respond(viewer, responses.text(404, "no such channel"))
                 self.carry_out(channel, channel.lifecycle.tune_out(viewer))
             for viewer in list(channel.viewers):
                 self.close_viewer(viewer, "channel removed")
-            self.forget_retired(channel)
+            if channel.lifecycle.state in (State.IDLE, State.FAILED):
+                self.retired.discard(channel)
+                log.info("channel %s: retired", channel_id)
         for channel_id, channel_config in wanted.items():
             if channel_id in self.channels:
                 if self.channels[channel_id].config != channel_config:
@@ -498,40 +630,35 @@ class Front:
                 self.channels[channel_id].config = channel_config
             else:
                 log.info("channel %s: added", channel_id)
-                self.channels[channel_id] = Channel(channel_config, ChannelLifecycle(
-                    channel_id, retry_after=new.failed_retry_seconds))
+                self.channels[channel_id] = self.new_channel(channel_config)
             self.channels[channel_id].lifecycle.retry_after = new.failed_retry_seconds
         self.channel_ids = frozenset(self.channels)
 
     def channel_of(self, viewer: Viewer) -> Channel | None:
-        if viewer.channel is None:
-            return None
-        return self.channels.get(viewer.channel) or self.retired.get(viewer.channel)
+        return viewer.channel
 
-    def forget_retired(self, channel: Channel) -> None:
-        if channel.id in self.retired and channel.lifecycle.state in (State.IDLE, State.FAILED):
-            del self.retired[channel.id]
-
-    def read_inbox(self) -> None:
-        while True:
-            try:
-                message, fds = wire.receive(self.inbox)
-            except BlockingIOError:
+    def read_link(self, stream: int) -> None:
+        channel = self.streams.get(stream)
+        for message, fds in wire.receive_some(self.links[stream], limit=16):
+            if message is None or channel is None:  # the worker is gone; the supervisor reports its exit
+                for fd in fds:
+                    os.close(fd)
+                link = self.links.pop(stream)
+                self.sel.unregister(link)
+                link.close()
                 return
-            except wire.ProtocolError as e:
-                log.warning("ignored a message in the inbox: %s", e)
-                continue
-            channel = self.channels.get(getattr(message, "channel", "")) or self.retired.get(
-                getattr(message, "channel", ""))
-            if isinstance(message, wire.StreamReady) and len(fds) == 1 and channel is not None:
-                self.stream_ready(channel, message, fds[0])
-                continue
+            if isinstance(message, wire.StreamReady) and len(fds) == 1 and message.stream == stream:
+                self.stream_ready(channel, message, fds.pop())
+            elif isinstance(message, wire.StreamFailed) and message.stream == stream:
+                log.error("channel %s: stream %d failed: %s", channel.id, stream, message.reason)
+                channel.failure_tail = message.stderr_tail
+                self.carry_out(channel, channel.lifecycle.stream_failed(stream, message.reason))
+            elif isinstance(message, wire.ProtocolError):
+                log.warning("channel %s: bad message from the worker of stream %d: %s", channel.id, stream, message)
             for fd in fds:
                 os.close(fd)
-            if isinstance(message, wire.StreamFailed) and channel is not None:
-                log.error("channel %s: stream %d failed: %s", channel.id, message.stream, message.reason)
-                channel.failure_tail = message.stderr_tail
-                self.carry_out(channel, channel.lifecycle.stream_failed(message.stream, message.reason))
+            if stream not in self.links:
+                return
 
     def stream_ready(self, channel: Channel, message: wire.StreamReady, fd: int) -> None:
         sock = socket.socket(fileno=fd)
@@ -573,7 +700,12 @@ class Front:
             channel.start_deadline = None
         for _ in range(8):
             space = buffer.writable()
+            if buffer.overwritten_by(len(space)) > 0 and self.grow_buffer(channel, now):
+                buffer = channel.buffer
+                space = buffer.writable()
             self.drop_overrun(channel, buffer.overwritten_by(len(space)))
+            if channel.stream_sock is None:
+                return  # that was the last viewer: the stream was stopped and closed
             try:
                 n = channel.stream_sock.recv_into(space)
             except BlockingIOError:
@@ -654,6 +786,25 @@ class Front:
                 channel.stats.viewers_dropped_slow += 1
                 self.close_viewer(viewer, "too slow")
 
+    def grow_buffer(self, channel: Channel, now: float) -> bool:
+        """Grow the ring when it holds less than twice max_lag_seconds of the stream.
+
+        The first size comes from the configured bitrate; a passthrough source, or a
+        reload that raised max_lag_seconds, can outrun it, and viewers would be dropped
+        by the ring's wrap rather than by their real lag."""
+        buffer = channel.buffer
+        arrived = buffer.arrival_time(buffer.oldest)
+        held = now - arrived if arrived is not None else 0.0
+        wanted = 2 * self.config.max_lag_seconds
+        if held >= wanted or buffer.capacity >= MAX_BUFFER:
+            return False
+        rate = buffer.capacity / max(held, 0.05)
+        capacity = min(MAX_BUFFER, max(2 * buffer.capacity, int(rate * wanted * 1.25)))
+        channel.buffer = buffer.grown(capacity)
+        log.warning("channel %s: the stream runs at %.1f MB/s: buffer grown to %d MiB", channel.id,
+                    rate / 1e6, capacity // (1024 * 1024))
+        return True
+
     def drop_overrun(self, channel: Channel, destroyed_before: int) -> None:
         for viewer in list(channel.blocked):
             if viewer.cursor < destroyed_before:
@@ -663,6 +814,5 @@ class Front:
                 self.close_viewer(viewer, "too slow")
 
 
-def run_front(config: Config, listener: socket.socket, control: socket.socket,
-              inbox: socket.socket, instance: str) -> int:
-    return Front(config, listener, control, inbox, instance).run()
+def run_front(config: Config, listener: socket.socket, control: socket.socket, generation: int) -> int:
+    return Front(config, listener, control, generation).run()

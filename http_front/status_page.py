@@ -1,4 +1,4 @@
-"""GET / (a small status page) and the M3U playlists.
+"""GET / (a small status page).
 
 The page is one HTML document with inline CSS: no framework, no external asset, no
 JavaScript; it reloads itself every few seconds. Every text that comes from the
@@ -201,16 +201,3 @@ Open a channel&#39;s .ts or .m3u link in VLC, mpv or any IPTV player.</footer>
 """
     return page.encode("utf-8")
 
-
-def _m3u_text(value: str) -> str:
-    """One line, and safe inside a quoted attribute of #EXTINF."""
-    return " ".join(value.replace('"', "'").split())
-
-
-def m3u(channels, host: str) -> bytes:
-    lines = ["#EXTM3U"]
-    for c in channels:
-        name = _m3u_text(c.config.name)
-        lines += [f'#EXTINF:-1 tvg-id="{_m3u_text(c.id)}" tvg-name="{name}",{name}',
-                  f"http://{host}/channels/{c.id}.ts"]
-    return ("\n".join(lines) + "\n").encode()

@@ -31,6 +31,20 @@ class StreamBuffer:
         """The first offset still held."""
         return max(0, self.end - self.capacity)
 
+    def grown(self, capacity: int) -> "StreamBuffer":
+        """A bigger ring holding the same stream at the same offsets (cursors stay valid)."""
+        bigger = StreamBuffer(capacity)
+        offset = self.oldest
+        while offset < self.end:
+            piece = self._raw(offset, self.end)
+            at = offset % capacity
+            n = min(len(piece), capacity - at)
+            bigger._view[at:at + n] = piece[:n]
+            offset += n
+        bigger.end, bigger.published = self.end, self.published
+        bigger._offsets, bigger._times = self._offsets, self._times
+        return bigger
+
     def writable(self) -> memoryview:
         """Where the next read from the stream should land (contiguous, may overwrite the oldest bytes)."""
         start = self.end % self.capacity

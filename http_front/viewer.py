@@ -35,7 +35,8 @@ class Sent(enum.Enum):
 
 class Viewer:
     __slots__ = ("sock", "fd", "peer", "conn", "phase", "channel", "cursor", "pending",
-                 "blocked", "connected_at", "start_cursor", "address", "received")
+                 "blocked", "connected_at", "start_cursor", "address", "received", "read_closed",
+                 "registered")
 
     def __init__(self, sock: socket.socket, peer: str, now: float):
         self.sock = sock
@@ -43,17 +44,19 @@ class Viewer:
         self.peer = peer
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         self.phase = Phase.REQUEST
-        self.channel: str | None = None
+        self.channel = None  # the Channel it tuned in to
         self.cursor = 0
         self.start_cursor = 0  # where the cursor started: bytes sent = cursor - start_cursor
         self.pending = b""  # response head (and anything else) before the stream bytes
         self.blocked = False
+        self.read_closed = False  # the client half-closed after its request: it still reads
+        self.registered = False  # in the loop's selector (for reading, writing, or both)
         self.connected_at = now
         self.received = 0  # request bytes read, to bound the head's size
         self.address = peer.rsplit(":", 1)[0]  # the client's address, for per-address limits
 
     def __repr__(self) -> str:
-        return f"<Viewer {self.peer} {self.phase.value} {self.channel or ''}>"
+        return f"<Viewer {self.peer} {self.phase.value} {self.channel.id if self.channel else ''}>"
 
     def send(self, buffer: StreamBuffer | None) -> Sent:
         """Send what is pending, then the stream from the cursor, until caught up or full."""

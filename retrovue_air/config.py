@@ -12,10 +12,12 @@ import os
 import pwd
 import re
 import tomllib
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
+
+from retrovue_air import device_id as device_ids
 
 CHANNEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 BUILT_IN = "<built-in>"
@@ -65,6 +67,11 @@ class Channel:
     keyframe_seconds: float = 1.0
     join: str = "keyframe"  # where a late joiner starts: the latest keyframe, or the live edge
     transcode: bool = True  # False: a source that is already H.264/AAC MPEG-TS goes out as is (-c copy)
+    # The guide and the tuner: number is the guide number ("4", "4.1"), always set once
+    # validated; logo is an http(s) URL or an absolute path to an image served at /logos/{id}.png.
+    number: str = ""
+    logo: str | None = None
+    group: str | None = None
 
     @property
     def bytes_per_second(self) -> int:
@@ -93,11 +100,25 @@ class Config:
     max_viewers_per_channel: int = 1000
     max_active_channels: int = 16
     user: str | None = None  # started as root: drop to this user after binding
+    expose_paths: bool = False  # /channels shows media paths in errors (else only file names)
     log_level: str | None = None  # the command line's --log-level overrides it
     channels: tuple[Channel, ...] = field(default_factory=tuple)
+    # The guide, the playlist and the tuner emulation.
+    public_url: str | None = None  # e.g. "https://tv.example.net" behind a proxy; else the request's Host
+    guide_hours: float = 48.0
+    device_id: str | None = None  # None: made once and kept in state_dir
+    friendly_name: str = "RetroVue Air"
+    discovery: bool = False  # answer SSDP (UDP 1900) and HDHomeRun discovery (UDP 65001)
+    state_dir: str = field(default_factory=lambda: default_state_dir())
 
     def channel(self, channel_id: str) -> Channel | None:
         return next((c for c in self.channels if c.id == channel_id), None)
+
+
+def default_state_dir() -> str:
+    # systemd's StateDirectory= may list several, separated by colons: the first is ours.
+    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return given or os.path.expanduser("~/.local/state/retrovue-air")
 
 
 def default_config_text() -> str:
@@ -149,12 +170,14 @@ class _Validator:
     INT_KEYS = ("restart_limit", "max_connections", "max_connections_per_address",
                 "max_viewers_per_channel", "max_active_channels")
     TOP_KEYS = {"listen", "max_lag_seconds", "flush_interval_ms", "channel", "user",
-                "log_level", *FLOAT_KEYS, *INT_KEYS}
+                "log_level", "expose_paths", *FLOAT_KEYS, *INT_KEYS}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
                     "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
                     "transcode", "url", "remux"}
     # What a relay's origin decides, not the relay: refused on a relay channel.
     ENCODING_KEYS = ("width", "height", "fps", "keyframe_seconds", "tone_hz", "file", "files", "transcode")
+    TOP_KEYS |= {"public_url", "guide_hours", "device_id", "friendly_name", "discovery", "state_dir"}
+    CHANNEL_KEYS |= {"number", "logo", "group"}
 
     def __init__(self, text: str, path: str):
         self.lines = text.splitlines()
@@ -222,6 +245,9 @@ class _Validator:
                 except KeyError:
                     raise self.error("user", f"no such user {user!r}") from None
                 kwargs["user"] = user
+        if "expose_paths" in doc:
+            with self.collecting():
+                kwargs["expose_paths"] = self.typed(doc, "expose_paths", bool)
         if "log_level" in doc:
             with self.collecting():
                 level = self.typed(doc, "log_level", str).upper()
@@ -240,6 +266,8 @@ class _Validator:
                     channels.append(self.channel(t, i))
                     if sum(1 for c in channels if c.id == channels[-1].id) > 1:
                         raise self.error("id", f"duplicate channel id {channels[-1].id!r}", i)
+        kwargs.update(self.guide_and_tuner(doc))
+        channels = self.guide_numbers(channels, tables)
         if not self.errors:
             self.errors += relay_loops(channels, kwargs.get("listen", Config.listen), self.path)
         if self.errors:
@@ -305,6 +333,7 @@ class _Validator:
             if kind != "files":
                 raise self.error("transcode", "only for source = \"files\"", i)
             numbers["transcode"] = self.typed(t, "transcode", bool, i)
+        numbers.update(self.channel_guide_keys(t, i))
         return Channel(id=channel_id, name=name, source=source, **numbers)
 
     def relay(self, t: dict[str, Any], i: int) -> Relay:
@@ -343,6 +372,136 @@ class _Validator:
             resolved.append(full)
         return tuple(resolved)
 
+    # The guide, the playlist and the tuner emulation
+
+    def guide_and_tuner(self, doc: dict[str, Any]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if "public_url" in doc:
+            with self.collecting():
+                url = self.typed(doc, "public_url", str).rstrip("/")
+                parts = urlsplit(url)
+                if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment \
+                        or any(c.isspace() or c in "\"'<>" for c in url):
+                    raise self.error("public_url", f"expected http(s)://HOST[:PORT][/PATH], got {url!r}")
+                kwargs["public_url"] = url
+        if "guide_hours" in doc:
+            with self.collecting():
+                hours = self.positive(doc, "guide_hours", None)
+                if hours > MAX_GUIDE_HOURS:
+                    raise self.error("guide_hours", f"at most {MAX_GUIDE_HOURS} (two weeks)")
+                kwargs["guide_hours"] = hours
+        if "device_id" in doc:
+            with self.collecting():
+                given = self.typed(doc, "device_id", str)
+                if not device_ids.FORMAT.match(given):
+                    raise self.error("device_id", f"{given!r} is not 8 hex digits")
+                if not device_ids.is_valid(given):
+                    fixed = device_ids.with_checksum(int(given, 16) >> 4)
+                    raise self.error("device_id", f"{given} fails the HDHomeRun checksum that tuner clients "
+                                                  f"check; {fixed} passes")
+                kwargs["device_id"] = given.upper()
+        if "friendly_name" in doc:
+            with self.collecting():
+                kwargs["friendly_name"] = self.one_line(doc, "friendly_name", None)
+        if "discovery" in doc:
+            with self.collecting():
+                kwargs["discovery"] = self.typed(doc, "discovery", bool)
+        if "state_dir" in doc:
+            with self.collecting():
+                kwargs["state_dir"] = os.path.join(self.base_dir(), os.path.expanduser(self.typed(doc, "state_dir", str)))
+        return kwargs
+
+    def base_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path)) if self.path != BUILT_IN else os.getcwd()
+
+    def one_line(self, table: dict, key: str, index: int | None) -> str:
+        value = self.typed(table, key, str, index)
+        if not value.strip() or any(c in value for c in "\r\n\0"):
+            raise self.error(key, "must be one non-empty line", index)
+        return value.strip()
+
+    def channel_guide_keys(self, t: dict[str, Any], i: int) -> dict[str, Any]:
+        keys: dict[str, Any] = {}
+        if "number" in t:
+            value = t["number"]
+            if isinstance(value, float):
+                raise self.error("number", f'write it as a string: number = "{value}" (a float loses digits)', i)
+            number = str(value) if isinstance(value, int) and not isinstance(value, bool) else \
+                self.typed(t, "number", str, i)
+            if not GUIDE_NUMBER.match(number):
+                raise self.error("number", f"{number!r} is not a guide number: digits with at most one dot "
+                                           "(\"4\", \"4.1\")", i)
+            keys["number"] = number
+        if "logo" in t:
+            keys["logo"] = self.logo(self.one_line(t, "logo", i), i)
+        if "group" in t:
+            keys["group"] = self.one_line(t, "group", i)
+        return keys
+
+    def logo(self, value: str, i: int) -> str:
+        if value.startswith(("http://", "https://")):
+            if any(c.isspace() or c in "\"'<>" for c in value):
+                raise self.error("logo", f"not a usable URL: {value!r}", i)
+            return value
+        full = os.path.join(self.base_dir(), os.path.expanduser(value))
+        try:
+            with open(full, "rb") as f:
+                head = f.read(16)
+                size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            raise self.error("logo", f"cannot read the image {full}: {e.strerror}", i) from None
+        if image_type(head) is None:
+            raise self.error("logo", f"{full} is not a PNG, JPEG, GIF or WebP image", i)
+        if size > MAX_LOGO_BYTES:
+            raise self.error("logo", f"{full} is larger than {MAX_LOGO_BYTES // 1024} KiB", i)
+        return full
+
+    def guide_numbers(self, channels: list[Channel], tables: list) -> list[Channel]:
+        """Give every channel a unique guide number: its own `number`, else its id when the id
+        is one ("4"), else its position in the file (or the next number still free)."""
+        position = {}
+        for i, t in enumerate(tables if isinstance(tables, list) else []):
+            if isinstance(t, dict):
+                position.setdefault(t.get("id"), i)
+        owner: dict[str, str] = {}
+        for c in channels:
+            number = c.number or (c.id if GUIDE_NUMBER.match(c.id) else "")
+            if not number:
+                continue
+            with self.collecting():
+                if number in owner:
+                    key = "number" if c.number else "id"
+                    raise self.error(key, f"guide number {number} is taken by channel {owner[number]!r}"
+                                          + ("" if c.number else f" (set number = \"…\" for channel {c.id!r})"),
+                                     position.get(c.id))
+                owner[number] = c.id
+        numbered = []
+        for c in channels:
+            number = c.number or (c.id if GUIDE_NUMBER.match(c.id) else "")
+            if not number:
+                candidate = position.get(c.id, 0) + 1
+                while str(candidate) in owner:
+                    candidate += 1
+                number = str(candidate)
+                owner[number] = c.id
+            numbered.append(replace(c, number=number))
+        return numbered
+
+
+# Digits with at most one dot, never "_": Jellyfin splits its channel ids ("hdhr_4.1") on "_".
+GUIDE_NUMBER = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?\Z")
+MAX_GUIDE_HOURS = 14 * 24
+MAX_LOGO_BYTES = 1024 * 1024
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+
+
+def image_type(head: bytes) -> str | None:
+    """The Content-Type of an image from its first bytes, or None if it is none we serve."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in _IMAGE_MAGIC if head.startswith(magic)), None)
+
 
 # Relay loops: a relay that pulls, directly or through other relays of this instance,
 # from itself would start a pull that starts itself, for ever.
@@ -369,19 +528,22 @@ def same_listener(host: str, port: int, listen: tuple[str, int]) -> bool:
     return is_local_host(host) and (is_local_host(listen_host) or listen_host in ("", "0.0.0.0", "::"))
 
 
-CHANNEL_PATHS = (re.compile(r"/channels/([A-Za-z0-9_-]{1,64})\.ts\Z"), re.compile(r"/auto/v([A-Za-z0-9_-]{1,64})\Z"))
+CHANNEL_PATH = re.compile(r"/channels/([A-Za-z0-9_-]{1,64})\.ts\Z")
+TUNER_PATH = re.compile(r"/auto/v([0-9.]+)\Z")  # the HDHomeRun tuner's, by guide number
 
 
-def relayed_channel(url: str, listen: tuple[str, int]) -> str | None:
-    """The id of this instance's own channel that `url` asks for, or None if it is elsewhere."""
+def relayed_channel(url: str, listen: tuple[str, int], numbers: dict[str, str]) -> str | None:
+    """The id of this instance's own channel that `url` asks for, or None if it is elsewhere.
+
+    numbers maps guide numbers to channel ids, for a URL of the tuner's /auto/v{number}."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     if not same_listener(parts.hostname or "", port, listen):
         return None
-    for pattern in CHANNEL_PATHS:
-        m = pattern.match(parts.path)
-        if m:
-            return m.group(1)
+    if m := CHANNEL_PATH.match(parts.path):
+        return m.group(1)
+    if m := TUNER_PATH.match(parts.path):
+        return numbers.get(m.group(1))
     return None
 
 
@@ -389,12 +551,13 @@ def relay_loops(channels: list[Channel] | tuple[Channel, ...], listen: tuple[str
                 path: str) -> list[ConfigError]:
     """One error per relay channel whose chain of this instance's channels comes back to it."""
     by_id = {c.id: c for c in channels}
+    numbers = {c.number: c.id for c in channels if getattr(c, "number", "")}
     errors = []
     for channel in channels:
         seen = [channel.id]
         current = channel
         while isinstance(current.source, Relay):
-            target = relayed_channel(current.source.url, listen)
+            target = relayed_channel(current.source.url, listen, numbers)
             if target is None or target not in by_id:
                 break
             if target in seen:

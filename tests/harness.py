@@ -94,13 +94,14 @@ def zombies_under(proc: psutil.Process) -> list[psutil.Process]:
 class Service:
     """One running retrovue-air (python -m supervisor), its log, and its processes."""
 
-    def __init__(self, config_path: Path, env: dict | None = None, port: int | None = None):
+    def __init__(self, config_path: Path, env: dict | None = None, port: int | None = None,
+                 wrapper: list[str] = ()):
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "--config", str(config_path),
+            [*wrapper, sys.executable, "-m", "supervisor", "--config", str(config_path),
              "--listen", f"127.0.0.1:{self.port}", "--log-level", os.environ.get("TEST_LOG_LEVEL", "INFO")],
             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env={**os.environ, **(env or {})})

@@ -115,6 +115,7 @@ def connect(service, source: str | None = None, timeout: float = 5.0) -> socket.
 
 
 def read_to_eof(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes; for a stream (endless), its head and first bytes."""
     out = b""
     while True:
         try:
@@ -124,6 +125,9 @@ def read_to_eof(s: socket.socket) -> bytes:
         if not chunk:
             return out
         out += chunk
+        head, sep, body = out.partition(b"\r\n\r\n")
+        if sep and b"video/mp2t" in head.lower() and len(body) >= 188:
+            return out
 
 
 def exchange(service, data: bytes, source: str | None = None, half_close: bool = False) -> bytes:

@@ -94,6 +94,12 @@ def test_relays_that_lead_back_to_each_other_are_a_loop_and_each_is_named(tmp_pa
     assert "(a -> b -> a)" in e.message
 
 
+def test_a_relay_of_its_own_tuner_url_by_guide_number_is_a_loop(tmp_path):
+    e = load_error(tmp_path, 'listen = "127.0.0.1:8000"\n' + relay_channel("news", "http://127.0.0.1:8000/auto/v4.1")
+                   + 'number = "4.1"\n')
+    assert (e.key, e.line) == ("url", 7) and "leads back to channel 'news'" in e.message
+
+
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:8001/channels/1.ts",  # another instance on this machine
     "http://origin:8000/channels/1.ts",  # another machine
@@ -134,7 +140,7 @@ def test_a_remuxed_relay_copies_without_re_encoding_and_without_pacing():
 
 def test_a_relay_keeps_retrying_through_an_outage_up_to_the_restart_window():
     cfg = Config(path="x", restart_window_seconds=60, restart_limit=2)
-    worker = AirWorker(Channel("1", "R", Relay("http://o/1.ts")), cfg, 1, None, b"")
+    worker = AirWorker(Channel("1", "R", Relay("http://o/1.ts")), cfg, 1, None)
     worker.started_at = 0.0
     assert not worker.relay_gives_up(RELAY_UP_SECONDS + 100)  # it was streaming: the outage begins
     outage = worker.outage_since
