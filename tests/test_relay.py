@@ -285,6 +285,22 @@ def test_an_origin_restart_is_survived_by_the_edges_viewers(service_factory):
     restarted.wait_idle(timeout=10)
 
 
+def test_a_remuxing_relay_gives_late_joiners_a_clean_start_too(service_factory):
+    ffmpeg = require_tool("ffmpeg")
+    origin = service_factory()
+    edge = service_factory(config_text=relay_config(origin.base, channel_ids=("1",)) + "remux = true\n")
+    keeper = Reader(edge, "1")
+    keeper.start()
+    wait_until(lambda: keeper.count > 64 * 1024, 20, "the remuxed relay streaming")
+    assert edge.ffmpegs() and origin.channels()["1"]["viewers"] == 1
+    joiner = RawViewer(edge, "1")
+    assert_clean_join(joiner.read_body(JOIN_BYTES), ffmpeg)
+    joiner.close()
+    keeper.finish()
+    edge.wait_idle(timeout=10)
+    origin.wait_idle(timeout=10)
+
+
 def test_a_relay_whose_origin_is_down_answers_503_with_the_reason(service_factory):
     dead = free_port()
     edge = service_factory(config_text=relay_config(f"http://127.0.0.1:{dead}"))
