@@ -124,6 +124,15 @@ def test_check_config_and_listen_refuse_a_relay_loop(tmp_path):
     assert f"{path}:6: url: relay loop" in looped.stderr
 
 
+def test_a_reload_that_would_make_a_relay_loop_is_refused(service_factory, tmp_path):
+    edge = service_factory(config_text=relay_config("http://127.0.0.1:1", channel_ids=("1",)))
+    path = tmp_path / "retrovue-air-0.toml"  # the factory's first config file
+    path.write_text(relay_config(edge.base, channel_ids=("1",)))  # served on edge.port by --listen
+    mark = edge.log_mark()
+    edge.proc.send_signal(signal.SIGHUP)
+    edge.wait_for_log(r"SIGHUP: configuration refused, keeping the running one: .*:8: url: relay loop", start=mark)
+
+
 def test_a_relay_passes_the_bytes_on_with_http_pull():
     cmd = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts")), "ffmpeg")
     assert cmd == [sys.executable, "-m", "air_worker.http_pull", "http://origin:8000/channels/1.ts"]
