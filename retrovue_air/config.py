@@ -11,6 +11,7 @@ import math
 import os
 import pwd
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -510,8 +511,6 @@ LOCAL_NAMES = {"localhost", "localhost.localdomain", "0.0.0.0", "::", "::1", "ip
 
 
 def is_local_host(host: str) -> bool:
-    import socket
-
     host = host.lower().strip("[]")
     return host in LOCAL_NAMES or host.startswith("127.") or host in (socket.gethostname().lower(),
                                                                         socket.getfqdn().lower())
