@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from retrovue_air import child_process, wire
-from retrovue_air.config import Channel, Config, MediaFiles
+from retrovue_air.config import Channel, Config, MediaFiles, Relay
 
 from .ffmpeg_command import build_command, concat_list, ffmpeg_binary, font_file
 
@@ -32,6 +32,13 @@ MAX_BACKOFF_SECONDS = 5.0
 # file, a bad option): restarting it would only delay the viewers' 503. One killed by
 # a signal crashed, and is restarted.
 START_FAILURE_SECONDS = 1.0
+# A relay's pull (or ffmpeg) that ran this long was streaming: its exit starts a new
+# origin outage. One that could not reach the origin exits at once.
+RELAY_UP_SECONDS = 10.0
+# A relay's first pull that fails this soon found its origin down: the first viewers hear
+# "Connection refused" (or the origin's 503) at once rather than a start timeout. (ffmpeg,
+# with remux = true, tries a few times first, hence the margin.)
+RELAY_START_FAILURE_SECONDS = 4.0
 
 
 class AirWorker:
@@ -48,6 +55,8 @@ class AirWorker:
         self.restart_at: float | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._stderr_partial = b""
+        self.outage_since: float | None = None  # a relay: when its origin went away
+        self.outage_retries = 0
 
     def run(self) -> int:
         """Stream until told to stop; returns the process exit code."""
@@ -171,16 +180,23 @@ class AirWorker:
         code = self.ffmpeg.returncode
         status = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         last = self.stderr_tail[-1] if self.stderr_tail else "no error output"
-        reason = f"ffmpeg {status}: {last}"
+        pulls = isinstance(self.channel.source, Relay) and not self.channel.source.remux
+        reason = f"{'the relay pull' if pulls else 'ffmpeg'} {status}: {last}"
         tail = "\n".join(self.stderr_tail)
         now = time.monotonic()
         while self.restarts and self.restarts[0] < now - self.config.restart_window_seconds:
             self.restarts.popleft()
-        first_start_failed = (self.ffmpegs_started == 1 and code > 0
-                              and now - self.started_at < START_FAILURE_SECONDS)
-        if first_start_failed or len(self.restarts) >= self.config.restart_limit:
-            why = "" if first_start_failed else (
-                f" ({len(self.restarts)} restarts in {self.config.restart_window_seconds:g} s)")
+        relay = isinstance(self.channel.source, Relay)
+        first_start_failed = (self.ffmpegs_started == 1 and code > 0 and now - self.started_at
+                              < (RELAY_START_FAILURE_SECONDS if relay else START_FAILURE_SECONDS))
+        if relay:
+            over_limit = self.relay_gives_up(now)
+            why = f" (its origin away for {now - self.outage_since:.0f} s)"
+        else:
+            over_limit = len(self.restarts) >= self.config.restart_limit
+            why = f" ({len(self.restarts)} restarts in {self.config.restart_window_seconds:g} s)"
+        if first_start_failed or over_limit:
+            why = "" if first_start_failed else why
             log.error("channel %s: %s%s; giving up. ffmpeg's last words:\n  %s", self.channel.id, reason,
                       why, "\n  ".join(self.stderr_tail) or "(nothing)")
             try:
@@ -189,6 +205,15 @@ class AirWorker:
             except OSError as e:
                 log.warning("channel %s: cannot tell the front: %s", self.channel.id, e)
             return 1
+        if relay:
+            delay = min(MAX_BACKOFF_SECONDS, self.config.restart_backoff_seconds * 2 ** self.outage_retries)
+            log.warning("channel %s: %s; reconnecting to %s in %.1f s (its origin away for %.0f s, "
+                        "giving up after %g s); its last words:\n  %s", self.channel.id, reason,
+                        self.channel.source.url, delay, now - self.outage_since,
+                        self.config.restart_window_seconds, "\n  ".join(self.stderr_tail) or "(nothing)")
+            self.outage_retries += 1
+            self.restart_at = now + delay
+            return None
         delay = min(MAX_BACKOFF_SECONDS, self.config.restart_backoff_seconds * 2 ** len(self.restarts))
         log.warning("channel %s: %s; restarting it in %.1f s (restart %d of at most %d in %g s); "
                     "ffmpeg's last words:\n  %s", self.channel.id, reason, delay, len(self.restarts) + 1,
@@ -196,6 +221,19 @@ class AirWorker:
                     "\n  ".join(self.stderr_tail) or "(nothing)")
         self.restart_at = now + delay
         return None
+
+    def relay_gives_up(self, now: float) -> bool:
+        """A relay's origin restarting or cut off is waited out, its viewers kept connected.
+
+        Not restart_limit: an origin that takes a minute to come back would use it up in
+        seconds. The relay keeps reconnecting (backoff doubling to at most 5 s) until
+        its origin has been away for restart_window_seconds; then it fails as any channel
+        does, and a viewer after failed_retry_seconds tries again.
+        """
+        if self.outage_since is None or now - self.started_at >= RELAY_UP_SECONDS:
+            self.outage_since = now  # that ffmpeg was streaming: a new outage begins
+            self.outage_retries = 0
+        return now - self.outage_since > self.config.restart_window_seconds
 
     def read_stderr(self) -> bool:
         """Keep the tail of ffmpeg's stderr; False at EOF."""

@@ -11,6 +11,7 @@ import math
 import os
 import pwd
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -47,10 +48,18 @@ class MediaFiles:
 
 
 @dataclass(frozen=True)
+class Relay:
+    """Another instance's channel (or any HTTP MPEG-TS stream), passed on without re-encoding."""
+    url: str
+    remux: bool = False  # through ffmpeg -c copy (HLS, broken timestamps) instead of passing bytes on
+    line: int | None = field(default=None, compare=False)  # where url is, for the loop check's errors
+
+
+@dataclass(frozen=True)
 class Channel:
     id: str
     name: str
-    source: TestPattern | MediaFiles
+    source: TestPattern | MediaFiles | Relay
     video_kbps: int = 1500
     audio_kbps: int = 128
     width: int = 640
@@ -165,7 +174,9 @@ class _Validator:
                 "log_level", "expose_paths", *FLOAT_KEYS, *INT_KEYS}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
                     "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
-                    "transcode"}
+                    "transcode", "url", "remux"}
+    # What a relay's origin decides, not the relay: refused on a relay channel.
+    ENCODING_KEYS = ("width", "height", "fps", "keyframe_seconds", "tone_hz", "file", "files", "transcode")
     TOP_KEYS |= {"public_url", "guide_hours", "device_id", "friendly_name", "discovery", "state_dir"}
     CHANNEL_KEYS |= {"number", "logo", "group"}
 
@@ -258,6 +269,8 @@ class _Validator:
                         raise self.error("id", f"duplicate channel id {channels[-1].id!r}", i)
         kwargs.update(self.guide_and_tuner(doc))
         channels = self.guide_numbers(channels, tables)
+        if not self.errors:
+            self.errors += relay_loops(channels, kwargs.get("listen", Config.listen), self.path)
         if self.errors:
             first, *others = self.errors
             first.others = others
@@ -290,6 +303,9 @@ class _Validator:
             raise self.error("id", f"{channel_id!r} is not 1-64 of A-Z a-z 0-9 _ -", i)
         name = self.typed(t, "name", str, i)
         kind = self.typed(t, "source", str, i)
+        for key in ("url", "remux"):
+            if key in t and kind != "relay":
+                raise self.error(key, "only for source = \"relay\"", i)
         if kind == "test-pattern":
             for key in ("file", "files"):
                 if key in t:
@@ -298,8 +314,10 @@ class _Validator:
             source: TestPattern | MediaFiles = TestPattern(tone_hz=tone)
         elif kind == "files":
             source = MediaFiles(paths=self.media_paths(t, i))
+        elif kind == "relay":
+            source = self.relay(t, i)
         else:
-            raise self.error("source", f"unknown source {kind!r} (test-pattern, files)", i)
+            raise self.error("source", f"unknown source {kind!r} (test-pattern, files, relay)", i)
         numbers = {key: self.positive(t, key, i, int)
                    for key in ("video_kbps", "audio_kbps", "width", "height", "fps") if key in t}
         if "keyframe_seconds" in t:
@@ -318,6 +336,23 @@ class _Validator:
             numbers["transcode"] = self.typed(t, "transcode", bool, i)
         numbers.update(self.channel_guide_keys(t, i))
         return Channel(id=channel_id, name=name, source=source, **numbers)
+
+    def relay(self, t: dict[str, Any], i: int) -> Relay:
+        for key in self.ENCODING_KEYS:
+            if key in t:
+                raise self.error(key, "not for source = \"relay\" (the origin encodes)", i)
+        if "url" not in t:
+            raise self.error("url", "source = \"relay\" needs url = \"http://HOST:PORT/channels/ID.ts\"", i)
+        url = self.typed(t, "url", str, i)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises on a port that is not a number
+        except ValueError as e:
+            raise self.error("url", f"not a URL: {e}", i) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.error("url", f"expected http://HOST[:PORT]/PATH, got {url!r}", i)
+        remux = self.typed(t, "remux", bool, i) if "remux" in t else False
+        return Relay(url=url, remux=remux, line=self.line_of("url", i))
 
     def media_paths(self, t: dict[str, Any], i: int) -> tuple[str, ...]:
         if ("file" in t) == ("files" in t):
@@ -467,3 +502,79 @@ def image_type(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
     return next((kind for magic, kind in _IMAGE_MAGIC if head.startswith(magic)), None)
+
+
+# Relay loops: a relay that pulls, directly or through other relays of this instance,
+# from itself would start a pull that starts itself, for ever.
+
+LOCAL_NAMES = {"localhost", "localhost.localdomain", "0.0.0.0", "::", "::1", "ip6-localhost"}
+
+
+def is_local_host(host: str) -> bool:
+    host = host.lower().strip("[]")
+    return host in LOCAL_NAMES or host.startswith("127.") or host in (socket.gethostname().lower(),
+                                                                        socket.getfqdn().lower())
+
+
+def same_listener(host: str, port: int, listen: tuple[str, int]) -> bool:
+    """Whether host:port reaches the instance listening on `listen` (loopback and 0.0.0.0 alike)."""
+    listen_host, listen_port = listen
+    if port != listen_port:
+        return False
+    if host.lower().strip("[]") == listen_host.lower():
+        return True
+    # Listening on every address, or both on this machine's loopback: the same socket.
+    return is_local_host(host) and (is_local_host(listen_host) or listen_host in ("", "0.0.0.0", "::"))
+
+
+CHANNEL_PATH = re.compile(r"/channels/([A-Za-z0-9_-]{1,64})\.ts\Z")
+TUNER_PATH = re.compile(r"/auto/v([0-9.]+)\Z")  # the HDHomeRun tuner's, by guide number
+
+
+def relayed_channel(url: str, listen: tuple[str, int], numbers: dict[str, str]) -> str | None:
+    """The id of this instance's own channel that `url` asks for, or None if it is elsewhere.
+
+    numbers maps guide numbers to channel ids, for a URL of the tuner's /auto/v{number}."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not same_listener(parts.hostname or "", port, listen):
+        return None
+    if m := CHANNEL_PATH.match(parts.path):
+        return m.group(1)
+    if m := TUNER_PATH.match(parts.path):
+        return numbers.get(m.group(1))
+    return None
+
+
+def relay_loops(channels: list[Channel] | tuple[Channel, ...], listen: tuple[str, int],
+                path: str) -> list[ConfigError]:
+    """One error per relay channel whose chain of this instance's channels comes back to it."""
+    by_id = {c.id: c for c in channels}
+    numbers = {c.number: c.id for c in channels if getattr(c, "number", "")}
+    errors = []
+    for channel in channels:
+        seen = [channel.id]
+        current = channel
+        while isinstance(current.source, Relay):
+            target = relayed_channel(current.source.url, listen, numbers)
+            if target is None or target not in by_id:
+                break
+            if target in seen:
+                chain = " -> ".join(seen + [target])
+                errors.append(ConfigError(path, channel.source.line, "url",
+                                          f"relay loop: {channel.source.url} is this instance "
+                                          f"({listen[0]}:{listen[1]}) and leads back to channel "
+                                          f"{channel.id!r} ({chain})"))
+                break
+            seen.append(target)
+            current = by_id[target]
+    return errors
+
+
+def check_relay_loops(config: Config) -> None:
+    """Raise for a relay loop; for a listen address set after loading (--listen)."""
+    errors = relay_loops(config.channels, config.listen, config.path)
+    if errors:
+        first, *others = errors
+        first.others = others
+        raise first

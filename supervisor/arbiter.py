@@ -222,6 +222,12 @@ class Supervisor:
         if new.listen != self.config.listen:
             log.warning("SIGHUP: the listen address changes only on a restart")
         new = replace(new, listen=self.config.listen, user=self.config.user)
+        try:
+            configuration.check_relay_loops(new)  # against the address actually served (--listen)
+        except configuration.ConfigError as e:
+            log.error("SIGHUP: configuration refused, keeping the running one: %s", e)
+            self.notifier.ready()
+            return
         if self.control is not None and self.front_pid is not None:
             try:
                 wire.send_config(self.control, wire.Reload(path), new)
