@@ -111,10 +111,14 @@ class Channel:
         self.awaiting_first_bytes = True
         self._attach(sock, stream, max_lag_seconds)
 
+    def held_seconds(self, max_lag_seconds: float) -> float:
+        """What the ring must hold: a joiner's burst, then room for it to fall max_lag_seconds behind."""
+        return 2 * max_lag_seconds + (self.config.join_burst_seconds if self.config.join == "keyframe" else 0)
+
     def _attach(self, sock: socket.socket, stream: int, max_lag_seconds: float) -> None:
         self.stream_sock, self.stream_id = sock, stream
         if self.buffer is None:
-            capacity = max(MIN_BUFFER, int(2 * max_lag_seconds * self.config.bytes_per_second))
+            capacity = max(MIN_BUFFER, int(self.held_seconds(max_lag_seconds) * self.config.bytes_per_second))
             self.buffer = StreamBuffer(capacity)
         else:
             # Viewers continue in the same buffer. A killed ffmpeg may have left half a
@@ -197,7 +201,7 @@ class Channel:
         return True
 
     def _grow(self, now: float, max_lag_seconds: float) -> bool:
-        """Grow the ring when it holds less than twice max_lag_seconds of the stream.
+        """Grow the ring when it holds less than held_seconds() of the stream.
 
         The first size comes from the configured bitrate; a passthrough source, or a
         reload that raised max_lag_seconds, can outrun it, and viewers would be dropped
@@ -205,7 +209,7 @@ class Channel:
         buffer = self.buffer
         arrived = buffer.arrival_time(buffer.oldest)
         held = now - arrived if arrived is not None else 0.0
-        wanted = 2 * max_lag_seconds
+        wanted = self.held_seconds(max_lag_seconds)
         if held >= wanted or buffer.capacity >= MAX_BUFFER:
             return False
         rate = buffer.capacity / max(held, 0.05)
@@ -258,7 +262,7 @@ class Channel:
             if viewer.send(buffer) is Sent.LOST:
                 closes.append(Close(viewer, "connection lost"))
         for viewer in blocked:
-            lag = buffer.lag(viewer.cursor - viewer.unsent_in_kernel(), now)
+            lag = buffer.lag(viewer.cursor - viewer.unsent_in_kernel(), now) - viewer.allowance
             if lag > max_lag_seconds:
                 log.warning("channel %s: dropping slow viewer %s: %.1f s behind (limit %.1f s)",
                             self.id, viewer.peer, lag, max_lag_seconds)
@@ -268,7 +272,7 @@ class Channel:
 
     # Viewers
 
-    def admit(self, viewer: Viewer, from_start: bool) -> Sent:
+    def admit(self, viewer: Viewer, from_start: bool, now: float) -> Sent:
         """Start sending the stream: the 200, then from where a joiner should start."""
         buffer = self.buffer
         viewer.phase = Phase.WATCHING
@@ -278,25 +282,36 @@ class Channel:
         elif self.config.join == "live":
             viewer.cursor = buffer.published
         else:
-            self._join_at_keyframe(viewer)
+            self._join_at_keyframe(viewer, now)
         viewer.start_cursor = viewer.cursor
         viewer.bound_send_buffer(max(32 * 1024, self.config.bytes_per_second // 2))
         return viewer.send(buffer)
 
-    def _join_at_keyframe(self, viewer: Viewer) -> None:
-        """Start a late joiner at PAT, PMT and the latest GOP still in the buffer.
+    def _join_at_keyframe(self, viewer: Viewer, now: float) -> None:
+        """Start a late joiner at PAT, PMT and a keyframe at least join_burst_seconds back.
 
-        Its cursor simply starts further back in the shared buffer; the only bytes of
-        its own are a PAT/PMT prefix, and only where the stream lacks them there.
+        The burst lets a player that probes before it plays (ffmpeg, ffprobe: 5 s) start at
+        once. Its cursor simply starts further back in the shared buffer; the only bytes of
+        its own are a PAT/PMT prefix, and only where the stream lacks them there. A channel
+        live for less than the burst gives what it holds, from its oldest keyframe.
         """
         buffer = self.buffer
         oldest = -(-buffer.oldest // TS_PACKET_SIZE) * TS_PACKET_SIZE
-        point = self.scanner.join_point(oldest, buffer.published)
+        point = None
+        if self.config.join_burst_seconds > 0:
+            burst_from = buffer.offset_at(now - self.config.join_burst_seconds)
+            burst_from -= burst_from % TS_PACKET_SIZE
+            point = self.scanner.join_point(oldest, burst_from + TS_PACKET_SIZE) if burst_from > oldest else None
+            if point is None or not point.at_keyframe:
+                point = self.scanner.earliest_join_point(oldest, buffer.published)
+        if point is None:
+            point = self.scanner.join_point(oldest, buffer.published)
         if point is None:
             viewer.cursor = buffer.published
             return
         viewer.cursor = point.offset
         viewer.pending += point.prefix
+        viewer.allowance = buffer.lag(point.offset, now)
         if not point.at_keyframe and not self.said_no_keyframe:
             self.said_no_keyframe = True
             log.warning("channel %s: no keyframe in the buffer; late joiners start at PAT/PMT "

@@ -244,7 +244,7 @@ class Front:
                 self.stop_stream(channel, action.stream)
             elif isinstance(action, Admit):
                 for viewer in action.viewers:
-                    self.after_send(viewer, channel.admit(viewer, action.from_start))
+                    self.after_send(viewer, channel.admit(viewer, action.from_start, time.monotonic()))
             elif isinstance(action, Refuse):
                 log.warning("channel %s: refusing %d viewers: %s", channel.id, len(action.viewers), action.reason)
                 for viewer in action.viewers:

@@ -102,6 +102,12 @@ class StreamBuffer:
         i = bisect.bisect_right(self._offsets, offset)
         return self._times[i] if i < len(self._times) else None
 
+    def offset_at(self, when: float) -> int:
+        """The first offset still held that arrived at or after `when` (the held end if none did)."""
+        i = bisect.bisect_left(self._times, when)
+        offset = self._offsets[i - 1] if i > 0 else 0
+        return min(self.end, max(self.oldest, offset))
+
     def lag(self, position: int, now: float) -> float:
         """How long ago, in stream time, the first byte a viewer still lacks arrived."""
         arrived = self.arrival_time(position)

@@ -258,6 +258,18 @@ class TsScanner:
                 return JoinPoint(psi.prefix(), newest, False)
         return None
 
+    def earliest_join_point(self, oldest: int, newest: int) -> JoinPoint | None:
+        """The oldest keyframe join in [oldest, newest): the longest burst the buffer can give."""
+        for rap in self._raps:
+            if rap.offset < oldest:
+                continue
+            if rap.offset >= newest:
+                break
+            if rap.clean_start is not None and rap.clean_start >= oldest:
+                return JoinPoint(b"", rap.clean_start, True)
+            return JoinPoint(rap.psi.prefix(), rap.offset, True)
+        return None
+
     # -- per packet ----------------------------------------------------------
 
     def _packet(self, buf: bytes | memoryview, i: int, offset: int) -> None:

@@ -34,7 +34,7 @@ class Sent(enum.Enum):
 
 class Viewer:
     __slots__ = ("sock", "fd", "peer", "address", "reader", "phase", "channel", "cursor", "start_cursor",
-                 "pending", "blocked", "read_closed", "connected_at", "_selector", "_events")
+                 "pending", "blocked", "read_closed", "connected_at", "allowance", "_selector", "_events")
 
     def __init__(self, sock: socket.socket, address: tuple, now: float, selector: selectors.BaseSelector):
         self.sock = sock
@@ -50,6 +50,9 @@ class Viewer:
         self.blocked = False  # the socket is full: waiting for writability
         self.read_closed = False  # the client half-closed after its request: it still reads
         self.connected_at = now
+        # How far behind the live edge it started (its join burst): its lag is counted from there,
+        # so it is not dropped as slow while it drains the burst.
+        self.allowance = 0.0
         self._selector = selector
         self._events = 0
         self._update_interest()

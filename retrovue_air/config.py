@@ -67,6 +67,9 @@ class Channel:
     fps: int = 25
     keyframe_seconds: float = 1.0
     join: str = "keyframe"  # where a late joiner starts: the latest keyframe, or the live edge
+    # A keyframe joiner starts this far behind the live edge and gets it as fast as it reads:
+    # ffmpeg/ffprobe (Plex, Jellyfin) read 5 s of stream before they report its streams.
+    join_burst_seconds: float = 6.0
     transcode: bool = True  # False: a source that is already H.264/AAC MPEG-TS goes out as is (-c copy)
     # The guide and the tuner: number is the guide number ("4", "4.1"), always set once
     # validated; logo is an http(s) URL or an absolute path to an image served at /logos/{id}.png.
@@ -179,6 +182,7 @@ class _Validator:
     ENCODING_KEYS = ("width", "height", "fps", "keyframe_seconds", "tone_hz", "file", "files", "transcode")
     TOP_KEYS |= {"public_url", "guide_hours", "device_id", "friendly_name", "discovery", "state_dir"}
     CHANNEL_KEYS |= {"number", "logo", "group"}
+    CHANNEL_KEYS |= {"join_burst_seconds"}
 
     def __init__(self, text: str, path: str):
         self.lines = text.splitlines()
@@ -330,6 +334,11 @@ class _Validator:
             if join not in ("keyframe", "live"):
                 raise self.error("join", f"unknown join mode {join!r} (keyframe, live)", i)
             numbers["join"] = join
+        if "join_burst_seconds" in t:
+            burst = self.typed(t, "join_burst_seconds", float, i)
+            if not 0 <= burst <= 30 or math.isnan(burst):
+                raise self.error("join_burst_seconds", "between 0 (no burst) and 30", i)
+            numbers["join_burst_seconds"] = burst
         if "transcode" in t:
             if kind != "files":
                 raise self.error("transcode", "only for source = \"files\"", i)

@@ -54,7 +54,7 @@ class Rig:
         assert read.first_bytes and not read.closes
         [admit] = self.channel.lifecycle.first_bytes(STREAM)
         assert isinstance(admit, Admit) and admit.viewers == (self.first,)
-        self.channel.admit(self.first, from_start=True)
+        self.channel.admit(self.first, from_start=True, now=now)
 
     def close(self) -> None:
         self.channel.close_stream()
@@ -95,7 +95,7 @@ def test_flush_sends_every_viewer_the_same_published_bytes_and_closes_nobody(rig
     rig.go_live()
     second = rig.viewer()
     rig.channel.lifecycle.tune_in(second)
-    rig.channel.admit(second, from_start=False)
+    rig.channel.admit(second, from_start=False, now=0.5)
     received(rig.far_ends[rig.first]), received(rig.far_ends[second])
     rig.feed.sendall(PACKET * 5 + b"\x47\x00")  # a partial packet is not published
     assert rig.channel.read(1.0, 1.0, 0.2).closes == []
