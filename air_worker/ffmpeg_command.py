@@ -7,11 +7,21 @@ reduced to characters that mean nothing to ffmpeg's filtergraph parser.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
+import subprocess
 import sys
+import time
+
+import imageio_ffmpeg
 
 from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
+
+# Found here, at import, while the supervisor may still be root: after it drops to a user
+# that cannot read the interpreter's own library, imageio_ffmpeg could not look in a worker.
+BUNDLED_FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
@@ -20,14 +30,42 @@ FONT_CANDIDATES = (
 )
 
 
-def ffmpeg_binary() -> str:
-    """The ffmpeg on PATH, else the one imageio-ffmpeg ships."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
+def ffmpeg_binary(cold_burst: bool = False) -> str:
+    """The ffmpeg on PATH, else the one imageio-ffmpeg ships.
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    A cold-start burst needs -readrate_initial_burst, new in ffmpeg 6.1: Debian 12's is 5.1,
+    so a channel with a burst takes imageio-ffmpeg's (9.0) unless PATH's is new enough."""
+    found = shutil.which("ffmpeg")
+    if found and (not cold_burst or ffmpeg_version(found) >= (6, 1)):
+        return found
+    return BUNDLED_FFMPEG
+
+
+@functools.lru_cache(maxsize=None)
+def ffmpeg_version(binary: str) -> tuple[int, int]:
+    """(major, minor) from `ffmpeg -version` ("5.1.9-0+deb12u1", "n9.0.2-17-g…"); (0, 0) if unknown."""
+    try:
+        first = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return (0, 0)
+    m = re.search(r"version n?(\d+)\.(\d+)", first)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def cold_burst_seconds(channel: Channel) -> float:
+    """How much stream a new ffmpeg makes at once before it settles to real time: the join burst,
+    so that the first viewer of an idle channel gets what a late joiner gets (keyframe joins only)."""
+    if isinstance(channel.source, Relay) or channel.join != "keyframe":
+        return 0.0
+    return channel.join_burst_seconds
+
+
+def pacing(channel: Channel, binary: str) -> list[str]:
+    """Input options that make an input real time: -re, or real time after a burst (ffmpeg 6.1+)."""
+    burst = cold_burst_seconds(channel)
+    if burst and ffmpeg_version(binary) >= (6, 1):
+        return ["-readrate", "1", "-readrate_initial_burst", f"{burst:g}"]
+    return ["-re"]
 
 
 def font_file() -> str | None:
@@ -47,7 +85,7 @@ def concat_list(paths: tuple[str, ...]) -> str:
 
 
 def build_command(channel: Channel, binary: str, playlist_path: str | None = None,
-                  font: str | None = None) -> list[str]:
+                  font: str | None = None, started_at: float | None = None) -> list[str]:
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
     if isinstance(channel.source, Relay):
         if not channel.source.remux:
@@ -58,15 +96,19 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
     size = f"{channel.width}x{channel.height}"
     source = channel.source
     if isinstance(source, TestPattern):
-        cmd += ["-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={channel.fps}",
-                "-re", "-f", "lavfi", "-i", f"sine=frequency={source.tone_hz}:sample_rate=48000"]
+        pace = pacing(channel, binary)
+        cmd += [*pace, "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={channel.fps}",
+                *pace, "-f", "lavfi", "-i", f"sine=frequency={source.tone_hz}:sample_rate=48000"]
         video_filter = "format=yuv420p"
         if font:
             caption = safe_caption(channel.name)
+            # The clock is the frame's time (start + pts), not the time ffmpeg drew it: after a
+            # cold-start burst the encoder runs ahead of the viewer, who sees each frame on time.
+            started = int(time.time() if started_at is None else started_at)
             video_filter += (
                 f",drawtext=fontfile={font}:text={caption}:x=w-tw-24:y=24:fontsize=h/12"
                 ":fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8:expansion=none"
-                f",drawtext=fontfile={font}:text='%{{localtime\\:%X}}':x=24:y=h-th-24"
+                f",drawtext=fontfile={font}:text='%{{pts\\:localtime\\:{started}\\:%X}}':x=24:y=h-th-24"
                 ":fontsize=h/10:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8")
         cmd += ["-map", "0:v", "-map", "1:a"]
     elif isinstance(source, MediaFiles):

@@ -21,7 +21,7 @@ import time
 from retrovue_air import child_process, wire
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
 
-from .ffmpeg_command import build_command, concat_list, ffmpeg_binary, font_file
+from .ffmpeg_command import build_command, cold_burst_seconds, concat_list, ffmpeg_binary, font_file
 
 log = logging.getLogger("air_worker")
 
@@ -108,7 +108,8 @@ class AirWorker:
             playlist = os.memfd_create("playlist.ffconcat", 0)
             os.write(playlist, concat_list(source.paths).encode())
         try:
-            cmd = build_command(self.channel, ffmpeg_binary(), playlist and f"/dev/fd/{playlist}", font_file())
+            binary = ffmpeg_binary(cold_burst=cold_burst_seconds(self.channel) > 0)
+            cmd = build_command(self.channel, binary, playlist and f"/dev/fd/{playlist}", font_file())
             self.stderr_tail.clear()
             self.ffmpeg = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=stdout.fileno(), stderr=subprocess.PIPE,

@@ -129,7 +129,8 @@ def test_sigterm_closes_viewers_reaps_everything_and_exits_zero(service):
 def test_an_ffmpeg_that_never_writes_times_out_with_503_and_is_cleaned_up(service_factory, tmp_path):
     fake = tmp_path / "bin" / "ffmpeg"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\n# an encoder that hangs before its first byte\nexec sleep 600\n")
+    fake.write_text("#!/bin/sh\n# an encoder (new enough for a cold-start burst) that hangs before its first byte\n"
+                    '[ "$1" = -version ] && { echo "ffmpeg version 9.0"; exit 0; }\nexec sleep 600\n')
     fake.chmod(0o755)
     service = service_factory(env={"PATH": f"{fake.parent}:{os.environ['PATH']}"},
                               extra_top="start_timeout_seconds = 1")

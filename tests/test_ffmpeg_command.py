@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from air_worker.ffmpeg_command import build_command, concat_list, ffmpeg_binary, font_file, safe_caption
+from air_worker.ffmpeg_command import (build_command, concat_list, ffmpeg_binary, ffmpeg_version, font_file,
+                                       safe_caption)
 from retrovue_air.config import Channel, MediaFiles
 from retrovue_air.config import TestPattern as Pattern
 
@@ -92,14 +93,18 @@ def test_transcode_off_remuxes_with_copy_and_no_encoder():
 
 
 @pytest.mark.parametrize("font", [None, "font"], ids=["plain", "drawtext"])
-def test_a_real_one_second_run_produces_h264_and_aac_in_mpegts(tmp_path, font):
+@pytest.mark.parametrize("binary", ["PATH", "bundled"])
+def test_a_real_one_second_run_produces_h264_and_aac_in_mpegts(tmp_path, font, binary):
     if font and font_file() is None:
         pytest.skip("no DejaVu font installed")
     if not os.path.exists(FFPROBE):
         pytest.skip("ffprobe is not installed")
     out = str(tmp_path / "out.ts")
+    # Debian's ffmpeg (5.1) paces with -re; the bundled one (9.0) makes a cold-start burst first.
+    chosen = ffmpeg_binary() if binary == "PATH" else ffmpeg_binary(cold_burst=True)
     cmd = build_command(channel(width=160, height=90, fps=10, video_kbps=200, audio_kbps=64),
-                        ffmpeg_binary(), font=font and font_file())
+                        chosen, font=font and font_file())
+    assert ("-readrate_initial_burst" in cmd) == (ffmpeg_version(chosen) >= (6, 1))
     assert cmd[-1] == "pipe:1"
     cmd[-1:] = ["-t", "1", out]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
