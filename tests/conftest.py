@@ -37,3 +37,14 @@ def service_factory(tmp_path, request):
 @pytest.fixture
 def service(service_factory) -> Service:
     return service_factory()
+
+
+@pytest.fixture(scope="session")
+def schedule_media(tmp_path_factory):
+    """The schedule tests' media files (tests/schedule_media.py), made once: {item name: path}."""
+    import schedule_media as media
+    from harness import require_tool
+
+    ffmpeg = require_tool("ffmpeg")
+    folder = tmp_path_factory.mktemp("schedule-media")
+    return {item.name: media.make(item, folder, ffmpeg) for item in media.ITEMS}
