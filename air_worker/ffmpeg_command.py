@@ -77,7 +77,13 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
                 ":fontsize=h/10:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8")
         cmd += ["-map", "0:v", "-map", "1:a"]
     elif isinstance(source, MediaFiles):
-        if len(source.paths) == 1:
+        if source.schedule is not None:
+            # Scheduled and not transcoded (transcoded ones use encoder_command): a playlist
+            # of airings, each cut to its place; it starts at most one GOP before the inpoint.
+            if playlist_path is None:
+                raise ValueError("a scheduled channel needs a playlist file")
+            cmd += ["-re", "-f", "concat", "-safe", "0", "-i", playlist_path]
+        elif len(source.paths) == 1:
             cmd += ["-re", "-stream_loop", "-1", "-i", source.paths[0]]
         else:
             if playlist_path is None:

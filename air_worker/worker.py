@@ -23,7 +23,8 @@ import time
 from retrovue_air import child_process, wire
 from retrovue_air.config import Channel, Config, MediaFiles
 
-from .ffmpeg_command import build_command, concat_list, ffmpeg_binary, font_file
+from .ffmpeg_command import airing_list, build_command, concat_list, encoder_command, ffmpeg_binary, font_file
+from .playout import Playout, raw_pipe
 
 log = logging.getLogger("air_worker")
 
@@ -34,6 +35,9 @@ MAX_BACKOFF_SECONDS = 5.0
 # file, a bad option): restarting it would only delay the viewers' 503. One killed by
 # a signal crashed, and is restarted.
 START_FAILURE_SECONDS = 1.0
+# A scheduled channel with transcode = false is remuxed from a concat playlist of this
+# many hours of airings; when it runs out, the next one starts at once.
+COPY_PLAYLIST_HOURS = 6
 
 
 class AirWorker:
@@ -53,6 +57,7 @@ class AirWorker:
         self.restart_at: float | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._stderr_partial = b""
+        self.playout: Playout | None = None  # scheduled media: the decoders feeding the encoder
 
     def run(self) -> int:
         """Stream until told to stop; returns the process exit code."""
@@ -98,16 +103,47 @@ class AirWorker:
         return True
 
     def start_ffmpeg(self, stdout: socket.socket) -> None:
-        playlist = None
+        if self.playout is not None:
+            self.playout.stop()
+            self.playout = None
         source = self.channel.source
+        if isinstance(source, MediaFiles) and source.schedule is not None:
+            return self.start_scheduled_ffmpeg(stdout, source)
+        playlist = None
         if isinstance(source, MediaFiles) and len(source.paths) > 1:
             playlist = os.path.join(self.workdir, "playlist.ffconcat")
             with open(playlist, "w") as f:
                 f.write(concat_list(source.paths))
-        cmd = build_command(self.channel, ffmpeg_binary(), playlist, font_file())
+        self.popen_ffmpeg(build_command(self.channel, ffmpeg_binary(), playlist, font_file()), stdout)
+
+    def start_scheduled_ffmpeg(self, stdout: socket.socket, source: MediaFiles) -> None:
+        """What the schedule puts on air now: decoders into raw pipes and one encoder, or a remux."""
+        now = time.time()
+        pass_fds: tuple[int, ...] = ()
+        if self.channel.transcode:
+            video_r, video_w = raw_pipe()
+            audio_r, audio_w = raw_pipe()
+            cmd = encoder_command(self.channel, ffmpeg_binary(), video_r, audio_r)
+            pass_fds = (video_r, audio_r)
+        else:
+            playlist = os.path.join(self.workdir, "playlist.ffconcat")
+            with open(playlist, "w") as f:
+                f.write(airing_list(source.schedule.airings(now, now + COPY_PLAYLIST_HOURS * 3600)))
+            cmd = build_command(self.channel, ffmpeg_binary(), playlist)
+        try:
+            self.popen_ffmpeg(cmd, stdout, pass_fds)
+        finally:
+            for fd in pass_fds:  # the encoder's now; ours would keep its input from ending
+                os.close(fd)
+        if self.channel.transcode:
+            self.playout = Playout(self.channel, ffmpeg_binary(), video_w, audio_w, now,
+                                   os.path.join(self.workdir, "decoder.log"))
+            self.playout.next()
+
+    def popen_ffmpeg(self, cmd: list[str], stdout: socket.socket, pass_fds: tuple[int, ...] = ()) -> None:
         self.stderr_tail.clear()
         self.ffmpeg = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=stdout.fileno(), stderr=subprocess.PIPE,
+            cmd, stdin=subprocess.DEVNULL, stdout=stdout.fileno(), stderr=subprocess.PIPE, pass_fds=pass_fds,
             # Its own process group: a terminal's Ctrl-C goes to the supervisor, which
             # decides; ffmpeg must not quit on its own and look like a crash.
             process_group=0, preexec_fn=child_process.exec_guard(os.getpid()))
@@ -135,6 +171,10 @@ class AirWorker:
                     if signal.SIGTERM in signals:
                         log.info("channel %s: terminated by the supervisor", self.channel.id)
                         return 0
+            if self.playout is not None and not self.playout.poll():
+                log.error("channel %s: no airing could be decoded; ending the stream", self.channel.id)
+                self.playout.stop()  # the encoder sees the end of its input and exits
+                self.playout = None
             if self.restart_at is not None:
                 if time.monotonic() >= self.restart_at:
                     self.restart_at = None
@@ -174,6 +214,10 @@ class AirWorker:
             pass
         self.ffmpeg.stderr.close()
         code = self.ffmpeg.returncode
+        if code == 0 and self.ran_out_of_playlist():
+            log.info("channel %s: the %d h playlist ran out; starting the next", self.channel.id,
+                     COPY_PLAYLIST_HOURS)
+            return None if self.start_stream() else 1
         status = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         last = self.stderr_tail[-1] if self.stderr_tail else "no error output"
         reason = f"ffmpeg {status}: {last}"
@@ -202,6 +246,11 @@ class AirWorker:
         self.restart_at = now + delay
         return None
 
+    def ran_out_of_playlist(self) -> bool:
+        source = self.channel.source
+        return (isinstance(source, MediaFiles) and source.schedule is not None and not self.channel.transcode
+                and time.monotonic() - self.started_at > COPY_PLAYLIST_HOURS * 3600 - 60)
+
     def read_stderr(self) -> bool:
         """Keep the tail of ffmpeg's stderr; False at EOF."""
         try:
@@ -222,6 +271,9 @@ class AirWorker:
         return True
 
     def stop_ffmpeg(self) -> None:
+        if self.playout is not None:
+            self.playout.stop()
+            self.playout = None
         proc = self.ffmpeg
         if proc is None:
             return
