@@ -53,6 +53,7 @@ class Playout:
         self.decoder: subprocess.Popen | None = None
         self.airing: Airing | None = None
         self.failures_in_a_row = 0
+        self.last_error: list[str] = []  # the failed decoder's stderr, for the reason we give up
 
     def next(self) -> None:
         """Start the decoder of the next airing that lasts at least one frame."""
@@ -88,9 +89,11 @@ class Playout:
             with open(self.log_path, "rb") as f:
                 said = f.read()[-2000:].decode(errors="replace").strip().splitlines()
             self.failures_in_a_row += 1
+            status = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            self.last_error = [f"ffmpeg {status}: {said[-1] if said else 'no error output'}", *said]
             # Its missing frames are not made up: the stream runs that much ahead of the clock.
-            log.warning("channel %s: the decoder of %s exited with status %s: %s", self.channel.id,
-                        self.airing.programme.path, code, said[-1] if said else "no error output")
+            log.warning("channel %s: the decoder of %s %s; its last words:\n  %s", self.channel.id,
+                        self.airing.programme.path, status, "\n  ".join(said) or "(nothing)")
             if self.failures_in_a_row > len(self.channel.source.paths) + 1:
                 return False
         else:

@@ -172,9 +172,14 @@ class AirWorker:
                         log.info("channel %s: terminated by the supervisor", self.channel.id)
                         return 0
             if self.playout is not None and not self.playout.poll():
-                log.error("channel %s: no airing could be decoded; ending the stream", self.channel.id)
-                self.playout.stop()  # the encoder sees the end of its input and exits
-                self.playout = None
+                reason, *tail = self.playout.last_error
+                log.error("channel %s: %s; no airing could be decoded, giving up", self.channel.id, reason)
+                try:
+                    wire.send(self.inbox, wire.StreamFailed(self.channel.id, self.stream, reason[:500],
+                                                            "\n".join(tail)[-2000:]), self.front_address)
+                except OSError as e:
+                    log.warning("channel %s: cannot tell the front: %s", self.channel.id, e)
+                return 1
             if self.restart_at is not None:
                 if time.monotonic() >= self.restart_at:
                     self.restart_at = None
@@ -272,14 +277,22 @@ class AirWorker:
 
     def stop_ffmpeg(self) -> None:
         if self.playout is not None:
+            # The encoder is told first, then its decoder killed and our write ends
+            # closed: an encoder blocked reading its input would not act on SIGTERM until
+            # its input ends. Each is waited for as it dies, so none lingers unreaped.
+            if self.ffmpeg is not None and self.ffmpeg.poll() is None:
+                self.ffmpeg.terminate()
             self.playout.stop()
             self.playout = None
+        self.stop_encoder()
+
+    def stop_encoder(self) -> None:
         proc = self.ffmpeg
         if proc is None:
             return
         if proc.poll() is None:
             began = time.monotonic()
-            proc.terminate()
+            proc.terminate()  # again, for a scheduled channel: harmless
             try:
                 proc.wait(STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
