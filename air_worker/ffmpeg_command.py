@@ -177,6 +177,9 @@ def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, fr
         "-vf", (f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
                 f"setsar=1,fps={channel.fps},format=yuv420p,tpad=stop=-1:stop_mode=clone,"
                 f"trim=end_frame={frames}"),
+        # Frames as the filters made them: ffmpeg would otherwise duplicate some to fill
+        # the gap between 0 and a seeked file's first timestamp.
+        "-fps_mode", "passthrough",
         "-f", "rawvideo", f"pipe:{video_fd}",
         "-map", "0:a:0" if has_audio else "1:a:0",
         "-af", (f"aresample={AUDIO_RATE},aformat=sample_fmts=s16:channel_layouts=stereo,apad,"
