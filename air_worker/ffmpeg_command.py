@@ -46,14 +46,19 @@ def concat_list(paths: tuple[str, ...]) -> str:
         "file '" + p.replace("'", "'\\''") + "'\n" for p in paths)
 
 
-def airing_list(airings: list[Airing]) -> str:
-    """A concat-demuxer playlist of airings, each cut to its place on the wall clock."""
+def airing_list(airings: list[Airing], start_times: dict[str, float] | None = None) -> str:
+    """A concat-demuxer playlist of airings, each cut to its place on the wall clock.
+
+    The concat demuxer reads inpoint and outpoint as the file's own timestamps, so a file
+    that starts at 1.4 s (MPEG-TS usually does) has that added.
+    """
     out = ["ffconcat version 1.0\n"]
     for a in airings:
+        first = (start_times or {}).get(a.programme.path, 0.0)
         out.append("file '" + a.programme.path.replace("'", "'\\''") + "'\n")
         if a.inpoint > 0:
-            out.append(f"inpoint {a.inpoint:.6f}\n")
-        out.append(f"outpoint {a.inpoint + a.end - a.start:.6f}\n")
+            out.append(f"inpoint {first + a.inpoint:.6f}\n")
+        out.append(f"outpoint {first + a.inpoint + a.end - a.start:.6f}\n")
         out.append(f"duration {a.end - a.start:.6f}\n")
     return "".join(out)
 

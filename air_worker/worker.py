@@ -10,6 +10,7 @@ and continues with the new one in the same buffer, and its viewers stay connecte
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import selectors
@@ -128,7 +129,11 @@ class AirWorker:
         else:
             playlist = os.path.join(self.workdir, "playlist.ffconcat")
             with open(playlist, "w") as f:
-                f.write(airing_list(source.schedule.airings(now, now + COPY_PLAYLIST_HOURS * 3600)))
+                airings = source.schedule.airings(now, now + COPY_PLAYLIST_HOURS * 3600)
+                # The one on air now, from now.
+                on = airings[0]
+                airings[0] = dataclasses.replace(on, start=now, inpoint=on.inpoint + now - on.start)
+                f.write(airing_list(airings, dict(source.start_times)))
             cmd = build_command(self.channel, ffmpeg_binary(), playlist)
         try:
             self.popen_ffmpeg(cmd, stdout, pass_fds)

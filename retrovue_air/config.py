@@ -48,6 +48,7 @@ class MediaFiles:
     # Built from the config with every file probed; None only where code builds one by hand.
     schedule: Schedule | None = None
     silent: frozenset[str] = frozenset()  # files with no audio stream: the air fills in silence
+    start_times: tuple[tuple[str, float], ...] = ()  # (path, first timestamp) where it is not 0
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,7 @@ class _Validator:
     def media_source(self, t: dict[str, Any], i: int) -> MediaFiles:
         settings = {**self.schedule_defaults, **self.schedule_keys(t, i)}
         silent: set[str] = set()
+        self.start_times: dict[str, float] = {}
         playlist = self.programmes(t, i, None, silent)
         blocks = t.get("block", [])
         if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
@@ -361,7 +363,8 @@ class _Validator:
             made.append(Block(start, tuple(self.programmes(b, i, k, silent)), title or None))
         paths = tuple(p.path for p in playlist)
         schedule = Schedule(tuple(playlist), tuple(made), settings["schedule_epoch"], settings["timezone"])
-        return MediaFiles(paths=paths, schedule=schedule, silent=frozenset(silent))
+        return MediaFiles(paths=paths, schedule=schedule, silent=frozenset(silent),
+                          start_times=tuple(sorted(self.start_times.items())))
 
     def block_error(self, key: str, message: str, i: int, k: int) -> ConfigError:
         return ConfigError(self.path, self.block_line_of(key, i, k), f"block.{key}", message)
@@ -439,6 +442,8 @@ class _Validator:
                 raise error(key, f"cannot use media file {full}: {e}", line) from None
             if not info.has_audio:
                 silent.add(full)
+            if info.start_time:
+                self.start_times[full] = info.start_time
             out.append(Programme(
                 path=full, duration=info.duration,
                 title=meta.get("title") or info.title or os.path.splitext(os.path.basename(full))[0],

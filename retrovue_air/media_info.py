@@ -32,6 +32,7 @@ class MediaInfo:
     title: str | None = None
     episode: int | None = None
     season: int | None = None
+    start_time: float = 0.0  # the first timestamp (MPEG-TS files rarely start at 0)
 
 
 def default_state_dir() -> str:
@@ -74,7 +75,9 @@ def parse_probe(output: str) -> MediaInfo:
         raise ProbeError("no duration")
     # Tag names differ by container (mp4: episode_sort, season_number; mkv: EPISODE...).
     tags = {k.lower(): str(v) for k, v in fmt.get("tags", {}).items()}
+    start = fmt.get("start_time")
     return MediaInfo(duration=duration, has_audio="audio" in kinds, title=tags.get("title") or None,
+                     start_time=float(start) if start not in (None, "N/A") else 0.0,
                      episode=_number(tags, "episode_sort", "episode", "episode_id"),
                      season=_number(tags, "season_number", "season"))
 
@@ -82,7 +85,7 @@ def parse_probe(output: str) -> MediaInfo:
 def probe(path: str) -> MediaInfo:
     try:
         result = subprocess.run(
-            [ffprobe_binary(), "-v", "error", "-show_entries", "format=duration:format_tags:stream=codec_type,duration",
+            [ffprobe_binary(), "-v", "error", "-show_entries", "format=duration,start_time:format_tags:stream=codec_type,duration",
              "-of", "json", path], capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS,
             stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

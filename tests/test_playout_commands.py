@@ -45,6 +45,8 @@ def test_the_copy_playlist_cuts_each_airing_to_its_place():
     assert text == ("ffconcat version 1.0\n"
                     "file '/m/a.mkv'\ninpoint 5.000000\noutpoint 10.000000\nduration 5.000000\n"
                     "file '/m/it'\\''s.mp4'\noutpoint 20.000000\nduration 20.000000\n")
+    shifted = airing_list([Airing(A, 100.0, 105.0, 5.0)], {A.path: 1.4})  # an MPEG-TS starting at 1.4 s
+    assert "inpoint 6.400000\noutpoint 11.400000\n" in shifted
     cmd = build_command(scheduled(transcode=False), "ffmpeg", "/run/p.ffconcat")
     assert "-stream_loop" not in cmd and value_after(cmd, "-i") == "/run/p.ffconcat" and value_after(cmd, "-c") == "copy"
 

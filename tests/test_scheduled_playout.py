@@ -125,3 +125,34 @@ def test_a_viewer_gets_the_programme_of_the_moment_and_one_seamless_stream_acros
 
     service.wait_idle(timeout=10)
     assert not service.ffmpegs(), "an ffmpeg runs after the last viewer left"
+
+
+def test_a_remuxed_channel_starts_at_the_programme_of_the_moment_at_most_one_gop_early(
+        service_factory, schedule_media, tmp_path):
+    ffmpeg = require_tool("ffmpeg")
+    items = []
+    for name in ("red", "cyan"):  # already H.264 + AAC: made MPEG-TS without re-encoding
+        items.append(tmp_path / f"{name}-copy.ts")
+        subprocess.run([ffmpeg, "-v", "error", "-i", str(schedule_media[name]), "-c", "copy", "-f", "mpegts",
+                        str(items[-1])], check=True, timeout=60)
+    epoch = dt.datetime.fromtimestamp(time.time() - 1000, dt.timezone.utc)
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"',
+        extra=files_channel("copy", *items, transcode=False, schedule_epoch=f'"{epoch.isoformat()}"'))
+    schedule = config.load(str(tmp_path / "retrovue-air.toml")).channel("copy").source.schedule
+
+    def in_cyan_at_2_to_3_s():
+        on = schedule.airing_at(time.time())
+        return on.programme.path == str(items[1]) and 2.0 <= time.time() - on.start <= 3.0
+    wait_until(in_cyan_at_2_to_3_s, 30, "the schedule reaching cyan at 2-3 s")
+    tuned_in = time.time()
+    expected = schedule.airing_at(tuned_in)
+    viewer = RawViewer(service, "copy")
+    body = viewer.read_body(64 * 1024)
+    viewer.close()
+    [(luma, offset)] = decoded_frames(ffmpeg, body)
+    assert media.which_item(luma).name == "cyan", luma
+    moment = tuned_in - expected.start
+    assert moment - 1.0 - 0.5 <= offset <= moment + 0.5, (offset, moment)  # the media's GOP is 1 s
+    service.wait_idle(timeout=10)
+    assert not service.ffmpegs()
