@@ -85,8 +85,8 @@ def parse_probe(output: str) -> MediaInfo:
 def probe(path: str) -> MediaInfo:
     try:
         result = subprocess.run(
-            [ffprobe_binary(), "-v", "error", "-show_entries", "format=duration,start_time:format_tags:stream=codec_type,duration",
-             "-of", "json", path], capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS,
+            [ffprobe_binary(), "-v", "error", "-show_entries",
+             "format=duration,start_time:format_tags:stream=codec_type,duration", "-of", "json", path], capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS,
             stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"ffprobe took longer than {PROBE_TIMEOUT_SECONDS} s") from None
