@@ -176,7 +176,7 @@ class AirWorker:
                     if signal.SIGTERM in signals:
                         log.info("channel %s: terminated by the supervisor", self.channel.id)
                         return 0
-            if self.playout is not None and not self.playout.poll():
+            if self.playout is not None and self.ffmpeg.poll() is None and not self.playout.poll():
                 reason, *tail = self.playout.last_error
                 log.error("channel %s: %s; no airing could be decoded, giving up", self.channel.id, reason)
                 try:
@@ -216,6 +216,9 @@ class AirWorker:
         # broken pipe has a STOP waiting here: that is a stop, not a failure.
         if self.stop_requested():
             return 0
+        if self.playout is not None:  # its decoder lost its reader: no use until the next encoder
+            self.playout.stop()
+            self.playout = None
         while self.read_stderr():
             pass
         try:

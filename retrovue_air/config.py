@@ -335,6 +335,7 @@ class _Validator:
         return out
 
     def media_source(self, t: dict[str, Any], i: int) -> MediaFiles:
+        self.transcoding = t.get("transcode", True) is not False
         settings = {**self.schedule_defaults, **self.schedule_keys(t, i)}
         silent: set[str] = set()
         self.start_times: dict[str, float] = {}
@@ -440,6 +441,9 @@ class _Validator:
                 info = self.media_cache.info(full)
             except media_info.ProbeError as e:
                 raise error(key, f"cannot use media file {full}: {e}", line) from None
+            if not info.has_video and self.transcoding:  # the decoders make pictures from pictures
+                raise error(key, f"media file has no video stream: {full} (a radio channel needs transcode = false)",
+                            line)
             if not info.has_audio:
                 silent.add(full)
             if info.start_time:

@@ -22,7 +22,7 @@ PROBE_TIMEOUT_SECONDS = 30
 
 
 class ProbeError(Exception):
-    """A file ffprobe cannot read, or one without a duration or a picture."""
+    """A file ffprobe cannot read, or one without a duration or any stream we can use."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class MediaInfo:
     episode: int | None = None
     season: int | None = None
     start_time: float = 0.0  # the first timestamp (MPEG-TS files rarely start at 0)
+    has_video: bool = True
 
 
 def default_state_dir() -> str:
@@ -67,8 +68,8 @@ def parse_probe(output: str) -> MediaInfo:
     streams = doc.get("streams", [])
     fmt = doc.get("format", {})
     kinds = {s.get("codec_type") for s in streams}
-    if "video" not in kinds:
-        raise ProbeError("no video stream")
+    if not kinds & {"video", "audio"}:
+        raise ProbeError("neither video nor audio")
     durations = [fmt.get("duration"), *(s.get("duration") for s in streams)]
     duration = next((float(d) for d in durations if d not in (None, "N/A") and float(d) > 0), None)
     if duration is None:
@@ -76,7 +77,8 @@ def parse_probe(output: str) -> MediaInfo:
     # Tag names differ by container (mp4: episode_sort, season_number; mkv: EPISODE...).
     tags = {k.lower(): str(v) for k, v in fmt.get("tags", {}).items()}
     start = fmt.get("start_time")
-    return MediaInfo(duration=duration, has_audio="audio" in kinds, title=tags.get("title") or None,
+    return MediaInfo(duration=duration, has_audio="audio" in kinds, has_video="video" in kinds,
+                     title=tags.get("title") or None,
                      start_time=float(start) if start not in (None, "N/A") else 0.0,
                      episode=_number(tags, "episode_sort", "episode", "episode_id"),
                      season=_number(tags, "season_number", "season"))

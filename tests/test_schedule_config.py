@@ -149,3 +149,14 @@ def test_a_restart_does_not_probe_again_and_a_changed_file_is_probed_anew(tmp_pa
     media.write_bytes(schedule_media["blue"].read_bytes())  # replaced on disk
     load(tmp_path, body)
     assert len(calls.read_text().splitlines()) == 3
+
+
+def test_an_audio_only_file_needs_transcode_false(tmp_path, schedule_media):
+    import subprocess
+    radio = tmp_path / "radio.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(schedule_media["red"]), "-vn", "-c", "copy", "-f", "mpegts",
+                    str(radio)], check=True, timeout=60)
+    e = error(tmp_path, channel(f'file = "{radio}"'))
+    assert (e.line, e.key) == (6, "file") and "no video" in e.message
+    cfg, _ = load(tmp_path, channel(f'file = "{radio}"', "transcode = false\n"))
+    assert cfg.channels[0].source.schedule.playlist[0].duration > 3

@@ -156,3 +156,33 @@ def test_a_remuxed_channel_starts_at_the_programme_of_the_moment_at_most_one_gop
     assert moment - 1.0 - 0.5 <= offset <= moment + 0.5, (offset, moment)  # the media's GOP is 1 s
     service.wait_idle(timeout=10)
     assert not service.ffmpegs()
+
+
+def test_a_killed_decoder_or_encoder_does_not_end_the_viewers_stream(service_factory, schedule_media, tmp_path):
+    import os
+    import signal
+
+    from harness import Reader
+
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"',
+        extra=files_channel("tv", schedule_media["red"], schedule_media["green"], video_kbps=300,
+                            width=160, height=90))
+    reader = Reader(service, "tv")
+    reader.start()
+    decoder = int(service.wait_for_log(r"channel tv: on air .* decoder pid (\d+)").group(1))
+    mark = service.log_mark()
+    os.kill(decoder, signal.SIGKILL)
+    service.wait_for_log(r"channel tv: the decoder of .* killed by signal 9", start=mark)
+    service.wait_for_log(r"channel tv: on air", start=mark)  # the next airing
+    encoder = service.channels()["tv"]["ffmpeg_pid"]
+    mark = service.log_mark()
+    os.kill(encoder, signal.SIGKILL)
+    service.wait_for_log(r"channel tv: ffmpeg killed by SIGKILL.*restarting", start=mark)
+    service.wait_for_log(r"channel tv: on air", start=mark, timeout=15)
+    moment = reader.count + 32 * 1024
+    wait_until(lambda: reader.count >= moment, 15, "the viewer's stream going on")
+    assert reader.is_alive()
+    reader.finish()
+    service.wait_idle(timeout=10)
+    assert not service.ffmpegs()
