@@ -7,10 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 # The players and tools the tests drive, and what python-prctl needs to build.
-TEST_DEBS := ffmpeg mpv vlc-bin vlc-plugin-base curl fonts-dejavu-core procps chromium systemd
+TEST_DEBS := ffmpeg mpv vlc-bin vlc-plugin-base curl fonts-dejavu-core procps chromium systemd haproxy
+# The XMLTV DTD (xmltv-util) and xmllint (libxml2-utils) that check the guide.
+TEST_DEBS += xmltv-util libxml2-utils
 BUILD_DEBS := libcap-dev gcc
 
-.PHONY: venv run test bench system-test-tools clean
+.PHONY: venv run test bench system-test-tools clean cluster-demo
 
 venv: $(STAMP)
 
@@ -29,8 +31,9 @@ run: venv
 
 # Installs the real players the tests use, when root and they are missing.
 system-test-tools:
-	@missing=""; for t in ffmpeg ffprobe mpv cvlc curl chromium systemd-analyze; do command -v $$t >/dev/null || missing=1; done; \
+	@missing=""; for t in ffmpeg ffprobe mpv cvlc curl chromium systemd-analyze haproxy; do command -v $$t >/dev/null || missing=1; done; \
 	[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing=1; \
+	command -v xmllint >/dev/null && [ -e /usr/share/xmltv/xmltv.dtd ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_DEBS); \
@@ -42,6 +45,10 @@ test: venv system-test-tools
 
 bench: venv system-test-tools
 	$(BIN)/python -m bench $(ARGS)
+
+# An origin, two edges relaying it and HAProxy in front, on loopback ports; Ctrl-C stops them.
+cluster-demo: venv system-test-tools
+	$(BIN)/python deploy/cluster_demo.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

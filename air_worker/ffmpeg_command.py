@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
-from retrovue_air.config import Channel, MediaFiles, TestPattern
+from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
 from retrovue_air.schedule import Airing
 
 FONT_CANDIDATES = (
@@ -66,6 +67,11 @@ def airing_list(airings: list[Airing], start_times: dict[str, float] | None = No
 def build_command(channel: Channel, binary: str, playlist_path: str | None = None,
                   font: str | None = None) -> list[str]:
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+    if isinstance(channel.source, Relay):
+        if not channel.source.remux:
+            # Already the TS the front wants: its bytes are passed on (air_worker/http_pull.py).
+            return [sys.executable, "-m", "air_worker.http_pull", channel.source.url]
+        return cmd + relay_arguments(channel.source)
     gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"
     source = channel.source
@@ -119,6 +125,37 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
         "pipe:1",
     ]
     return cmd
+
+
+# How long a relay's ffmpeg waits on a silent origin before it counts the connection as
+# dead and reconnects (a cut cable sends no FIN).
+RELAY_STALL_SECONDS = 5
+# ffmpeg's own reconnects after an origin went away: after 0, 1 and 2 s; then it exits
+# and the worker restarts it with its backoff (see AirWorker.relay_gives_up).
+RELAY_RECONNECT_DELAY_MAX = 2
+
+
+def relay_arguments(source: Relay) -> list[str]:
+    """Pull a stream and remux it (remux = true): no decoding, no encoding.
+
+    For a source that is not clean MPEG-TS over HTTP (HLS, broken timestamps); it costs
+    a cold join about 1.3 s of probing and muxer start-up that http_pull does not.
+
+    No -re: the origin paces the stream, and reading it as it comes is real time; -re
+    would make the edge fall behind by whatever burst the origin sends a joiner.
+    """
+    return [
+        "-reconnect", "1", "-reconnect_streamed", "1", "-reconnect_at_eof", "1",
+        "-reconnect_on_network_error", "1", "-reconnect_delay_max", str(RELAY_RECONNECT_DELAY_MAX),
+        "-rw_timeout", str(RELAY_STALL_SECONDS * 1_000_000),
+        "-user_agent", "retrovue-air relay",
+        # ffmpeg's default probing reads 5 s of a live stream before its first output
+        # byte; -c copy needs only the codecs, which the origin's PMT and first GOP give.
+        "-probesize", "65536", "-analyzeduration", "500000", "-fflags", "nobuffer",
+        "-i", source.url,
+        "-map", "0:v?", "-map", "0:a?", "-c", "copy",
+        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1",
+    ]
 
 
 # --- Scheduled media: one decoder ffmpeg per airing, one long-lived encoder ----------------

@@ -40,19 +40,18 @@ def raw_pipe() -> tuple[int, int]:
 
 
 class Playout:
-    def __init__(self, channel: Channel, binary: str, video_fd: int, audio_fd: int, start: float,
-                 log_path: str):
+    def __init__(self, channel: Channel, binary: str, video_fd: int, audio_fd: int, start: float):
         self.channel = channel
         self.binary = binary
         self.video_fd, self.audio_fd = video_fd, audio_fd
         self.start = start
-        self.log_path = log_path
         self.airings = channel.source.schedule.airings_from(start)
         self.frames_done = 0
         self.samples_done = 0
         self.decoder: subprocess.Popen | None = None
         self.airing: Airing | None = None
         self.failures_in_a_row = 0
+        self.stderr_fd = -1
         self.last_error: list[str] = []  # the failed decoder's stderr, for the reason we give up
 
     def next(self) -> None:
@@ -70,11 +69,13 @@ class Playout:
                               self.video_fd, self.audio_fd, airing.programme.path not in source.silent)
         self.frames_done += frames
         self.samples_done += samples
-        with open(self.log_path, "wb") as stderr:
-            self.decoder = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                pass_fds=(self.video_fd, self.audio_fd), process_group=0,
-                preexec_fn=child_process.exec_guard(os.getpid()))
+        # Its stderr in memory, read when it exits: no pipe it could fill, no file left behind.
+        self.close_stderr()
+        self.stderr_fd = os.memfd_create("decoder-stderr", 0)
+        self.decoder = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr_fd,
+            pass_fds=(self.video_fd, self.audio_fd), process_group=0,
+            preexec_fn=child_process.exec_guard(os.getpid()))
         self.airing = airing
         log.info("channel %s: on air %s from %.1f s (%s, %d frames), decoder pid %d", self.channel.id,
                  airing.programme.title, inpoint,
@@ -86,8 +87,8 @@ class Playout:
             return True
         code = self.decoder.returncode
         if code != 0:
-            with open(self.log_path, "rb") as f:
-                said = f.read()[-2000:].decode(errors="replace").strip().splitlines()
+            size = os.fstat(self.stderr_fd).st_size
+            said = os.pread(self.stderr_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip().splitlines()
             self.failures_in_a_row += 1
             status = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
             self.last_error = [f"ffmpeg {status}: {said[-1] if said else 'no error output'}", *said]
@@ -109,3 +110,9 @@ class Playout:
         for fd in (self.video_fd, self.audio_fd):
             os.close(fd)
         self.video_fd = self.audio_fd = -1
+        self.close_stderr()
+
+    def close_stderr(self) -> None:
+        if self.stderr_fd >= 0:
+            os.close(self.stderr_fd)
+            self.stderr_fd = -1

@@ -14,15 +14,13 @@ import dataclasses
 import logging
 import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 
 from retrovue_air import child_process, wire
-from retrovue_air.config import Channel, Config, MediaFiles
+from retrovue_air.config import Channel, Config, MediaFiles, Relay
 
 from .ffmpeg_command import airing_list, build_command, concat_list, encoder_command, ffmpeg_binary, font_file
 from .playout import Playout, raw_pipe
@@ -36,34 +34,40 @@ MAX_BACKOFF_SECONDS = 5.0
 # file, a bad option): restarting it would only delay the viewers' 503. One killed by
 # a signal crashed, and is restarted.
 START_FAILURE_SECONDS = 1.0
+# A relay's pull (or ffmpeg) that ran this long was streaming: its exit starts a new
+# origin outage. One that could not reach the origin exits at once.
+RELAY_UP_SECONDS = 10.0
+# A relay's first pull that fails this soon found its origin down: the first viewers hear
+# "Connection refused" (or the origin's 503) at once rather than a start timeout. (ffmpeg,
+# with remux = true, tries a few times first, hence the margin.)
+RELAY_START_FAILURE_SECONDS = 4.0
 # A scheduled channel with transcode = false is remuxed from a concat playlist of this
 # many hours of airings; when it runs out, the next one starts at once.
 COPY_PLAYLIST_HOURS = 6
 
 
 class AirWorker:
-    def __init__(self, channel: Channel, config: Config, stream: int, inbox: socket.socket,
-                 front_address: bytes):
+    def __init__(self, channel: Channel, config: Config, stream: int, link: socket.socket):
         self.channel = channel
         self.config = config
         self.stream = stream
-        self.inbox = inbox
-        self.front_address = front_address
+        self.link = link  # private to this worker and the front: made by the supervisor before the fork
         self.ffmpeg: subprocess.Popen | None = None
         self.started_at = 0.0
         self.ffmpegs_started = 0
         self.write_end: socket.socket | None = None
-        self.workdir = ""
         self.restarts: collections.deque[float] = collections.deque()
         self.restart_at: float | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._stderr_partial = b""
+        self.outage_since: float | None = None  # a relay: when its origin went away
+        self.outage_retries = 0
         self.playout: Playout | None = None  # scheduled media: the decoders feeding the encoder
 
     def run(self) -> int:
         """Stream until told to stop; returns the process exit code."""
         wake_r, wake_w = socket.socketpair()
-        self.workdir = tempfile.mkdtemp(prefix="retrovue-air-")
+        self.link.setblocking(False)
         self.sel = selectors.DefaultSelector()
         try:
             wake_w.setblocking(False)
@@ -77,10 +81,9 @@ class AirWorker:
             self.stop_ffmpeg()
             signal.set_wakeup_fd(-1)
             self.sel.close()
-            for sock in (self.write_end, wake_r, wake_w):
+            for sock in (self.write_end, wake_r, wake_w, self.link):
                 if sock is not None:
                     sock.close()
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def start_stream(self) -> bool:
         """Start ffmpeg on a new socketpair and hand its read end to the front."""
@@ -88,8 +91,8 @@ class AirWorker:
         try:
             self.start_ffmpeg(write_end)
             try:
-                wire.send(self.inbox, wire.StreamReady(self.channel.id, self.stream, self.ffmpeg.pid),
-                          self.front_address, fd=read_end.fileno())
+                wire.send(self.link, wire.StreamReady(self.channel.id, self.stream, self.ffmpeg.pid),
+                          fd=read_end.fileno())
             except OSError as e:
                 log.error("channel %s: cannot hand the stream to the front: %s", self.channel.id, e)
                 write_end.close()
@@ -112,37 +115,39 @@ class AirWorker:
             return self.start_scheduled_ffmpeg(stdout, source)
         playlist = None
         if isinstance(source, MediaFiles) and len(source.paths) > 1:
-            playlist = os.path.join(self.workdir, "playlist.ffconcat")
-            with open(playlist, "w") as f:
-                f.write(concat_list(source.paths))
-        self.popen_ffmpeg(build_command(self.channel, ffmpeg_binary(), playlist, font_file()), stdout)
+            # In memory, not a temp file: a killed worker leaves nothing on disk.
+            playlist = os.memfd_create("playlist.ffconcat", 0)
+            os.write(playlist, concat_list(source.paths).encode())
+        try:
+            cmd = build_command(self.channel, ffmpeg_binary(), playlist and f"/dev/fd/{playlist}", font_file())
+            self.popen_ffmpeg(cmd, stdout, (playlist,) if playlist else ())
+        finally:
+            if playlist:
+                os.close(playlist)
 
     def start_scheduled_ffmpeg(self, stdout: socket.socket, source: MediaFiles) -> None:
         """What the schedule puts on air now: decoders into raw pipes and one encoder, or a remux."""
         now = time.time()
-        pass_fds: tuple[int, ...] = ()
         if self.channel.transcode:
             video_r, video_w = raw_pipe()
             audio_r, audio_w = raw_pipe()
-            cmd = encoder_command(self.channel, ffmpeg_binary(), video_r, audio_r)
             pass_fds = (video_r, audio_r)
+            cmd = encoder_command(self.channel, ffmpeg_binary(), video_r, audio_r)
         else:
-            playlist = os.path.join(self.workdir, "playlist.ffconcat")
-            with open(playlist, "w") as f:
-                airings = source.schedule.airings(now, now + COPY_PLAYLIST_HOURS * 3600)
-                # The one on air now, from now.
-                on = airings[0]
-                airings[0] = dataclasses.replace(on, start=now, inpoint=on.inpoint + now - on.start)
-                f.write(airing_list(airings, dict(source.start_times)))
-            cmd = build_command(self.channel, ffmpeg_binary(), playlist)
+            airings = source.schedule.airings(now, now + COPY_PLAYLIST_HOURS * 3600)
+            on = airings[0]  # the one on air now, from now
+            airings[0] = dataclasses.replace(on, start=now, inpoint=on.inpoint + now - on.start)
+            playlist = os.memfd_create("playlist.ffconcat", 0)
+            os.write(playlist, airing_list(airings, dict(source.start_times)).encode())
+            pass_fds = (playlist,)
+            cmd = build_command(self.channel, ffmpeg_binary(), f"/dev/fd/{playlist}")
         try:
             self.popen_ffmpeg(cmd, stdout, pass_fds)
         finally:
-            for fd in pass_fds:  # the encoder's now; ours would keep its input from ending
+            for fd in pass_fds:  # the encoder's now; our read ends would keep its input from ending
                 os.close(fd)
         if self.channel.transcode:
-            self.playout = Playout(self.channel, ffmpeg_binary(), video_w, audio_w, now,
-                                   os.path.join(self.workdir, "decoder.log"))
+            self.playout = Playout(self.channel, ffmpeg_binary(), video_w, audio_w, now)
             self.playout.next()
 
     def popen_ffmpeg(self, cmd: list[str], stdout: socket.socket, pass_fds: tuple[int, ...] = ()) -> None:
@@ -161,14 +166,14 @@ class AirWorker:
 
     def serve(self, wake: socket.socket) -> int:
         self.sel.register(wake, selectors.EVENT_READ, "signal")
-        self.sel.register(self.inbox, selectors.EVENT_READ, "inbox")
+        self.sel.register(self.link, selectors.EVENT_READ, "link")
         while True:
             timeout = None if self.restart_at is None else max(0.0, self.restart_at - time.monotonic())
             for key, _ in self.sel.select(timeout):
                 if key.data == "stderr":
                     if not self.read_stderr():
                         self.sel.unregister(self.ffmpeg.stderr)
-                elif key.data == "inbox":
+                elif key.data == "link":
                     if self.stop_requested():
                         return 0
                 else:
@@ -180,8 +185,8 @@ class AirWorker:
                 reason, *tail = self.playout.last_error
                 log.error("channel %s: %s; no airing could be decoded, giving up", self.channel.id, reason)
                 try:
-                    wire.send(self.inbox, wire.StreamFailed(self.channel.id, self.stream, reason[:500],
-                                                            "\n".join(tail)[-2000:]), self.front_address)
+                    wire.send(self.link, wire.StreamFailed(self.channel.id, self.stream, reason[:500],
+                                                           "\n".join(tail)[-2000:]))
                 except OSError as e:
                     log.warning("channel %s: cannot tell the front: %s", self.channel.id, e)
                 return 1
@@ -197,18 +202,14 @@ class AirWorker:
                     return code
 
     def stop_requested(self) -> bool:
-        while True:
-            try:
-                message, fds = wire.receive(self.inbox)
-            except BlockingIOError:
-                return False
-            except wire.ProtocolError as e:
-                log.warning("channel %s: ignored a message: %s", self.channel.id, e)
-                continue
+        """True on STOP, or when the front closed its end of the link (it is gone, or done with us)."""
+        for message, fds in wire.receive_some(self.link):
             for fd in fds:
                 os.close(fd)
-            if isinstance(message, wire.Stop) and message.stream == self.stream:
+            if message is None or (isinstance(message, wire.Stop) and message.stream == self.stream):
                 return True
+            log.warning("channel %s: ignored a message: %s", self.channel.id, message)
+        return False
 
     def ffmpeg_exited(self) -> int | None:
         """ffmpeg died on its own: schedule a restart (None), or give up (the exit code)."""
@@ -233,24 +234,40 @@ class AirWorker:
             return None if self.start_stream() else 1
         status = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         last = self.stderr_tail[-1] if self.stderr_tail else "no error output"
-        reason = f"ffmpeg {status}: {last}"
+        pulls = isinstance(self.channel.source, Relay) and not self.channel.source.remux
+        reason = f"{'the relay pull' if pulls else 'ffmpeg'} {status}: {last}"
         tail = "\n".join(self.stderr_tail)
         now = time.monotonic()
         while self.restarts and self.restarts[0] < now - self.config.restart_window_seconds:
             self.restarts.popleft()
-        first_start_failed = (self.ffmpegs_started == 1 and code > 0
-                              and now - self.started_at < START_FAILURE_SECONDS)
-        if first_start_failed or len(self.restarts) >= self.config.restart_limit:
-            why = "" if first_start_failed else (
-                f" ({len(self.restarts)} restarts in {self.config.restart_window_seconds:g} s)")
+        relay = isinstance(self.channel.source, Relay)
+        first_start_failed = (self.ffmpegs_started == 1 and code > 0 and now - self.started_at
+                              < (RELAY_START_FAILURE_SECONDS if relay else START_FAILURE_SECONDS))
+        if relay:
+            over_limit = self.relay_gives_up(now)
+            why = f" (its origin away for {now - self.outage_since:.0f} s)"
+        else:
+            over_limit = len(self.restarts) >= self.config.restart_limit
+            why = f" ({len(self.restarts)} restarts in {self.config.restart_window_seconds:g} s)"
+        if first_start_failed or over_limit:
+            why = "" if first_start_failed else why
             log.error("channel %s: %s%s; giving up. ffmpeg's last words:\n  %s", self.channel.id, reason,
                       why, "\n  ".join(self.stderr_tail) or "(nothing)")
             try:
-                wire.send(self.inbox, wire.StreamFailed(self.channel.id, self.stream, (reason + why)[:500],
-                                                        tail[-2000:]), self.front_address)
+                wire.send(self.link, wire.StreamFailed(self.channel.id, self.stream, (reason + why)[:500],
+                                                       tail[-2000:]))
             except OSError as e:
                 log.warning("channel %s: cannot tell the front: %s", self.channel.id, e)
             return 1
+        if relay:
+            delay = min(MAX_BACKOFF_SECONDS, self.config.restart_backoff_seconds * 2 ** self.outage_retries)
+            log.warning("channel %s: %s; reconnecting to %s in %.1f s (its origin away for %.0f s, "
+                        "giving up after %g s); its last words:\n  %s", self.channel.id, reason,
+                        self.channel.source.url, delay, now - self.outage_since,
+                        self.config.restart_window_seconds, "\n  ".join(self.stderr_tail) or "(nothing)")
+            self.outage_retries += 1
+            self.restart_at = now + delay
+            return None
         delay = min(MAX_BACKOFF_SECONDS, self.config.restart_backoff_seconds * 2 ** len(self.restarts))
         log.warning("channel %s: %s; restarting it in %.1f s (restart %d of at most %d in %g s); "
                     "ffmpeg's last words:\n  %s", self.channel.id, reason, delay, len(self.restarts) + 1,
@@ -258,6 +275,19 @@ class AirWorker:
                     "\n  ".join(self.stderr_tail) or "(nothing)")
         self.restart_at = now + delay
         return None
+
+    def relay_gives_up(self, now: float) -> bool:
+        """A relay's origin restarting or cut off is waited out, its viewers kept connected.
+
+        Not restart_limit: an origin that takes a minute to come back would use it up in
+        seconds. The relay keeps reconnecting (backoff doubling to at most 5 s) until
+        its origin has been away for restart_window_seconds; then it fails as any channel
+        does, and a viewer after failed_retry_seconds tries again.
+        """
+        if self.outage_since is None or now - self.started_at >= RELAY_UP_SECONDS:
+            self.outage_since = now  # that ffmpeg was streaming: a new outage begins
+            self.outage_retries = 0
+        return now - self.outage_since > self.config.restart_window_seconds
 
     def ran_out_of_playlist(self) -> bool:
         source = self.channel.source
@@ -313,11 +343,11 @@ class AirWorker:
             proc.stderr.close()
 
 
-def run_air_worker(channel: Channel, config: Config, stream: int, inbox: socket.socket,
-                   front_address: bytes, parent_pid: int) -> int:
+def run_air_worker(channel: Channel, config: Config, stream: int, link: socket.socket,
+                   parent_pid: int) -> int:
     child_process.become(f"air_worker {channel.id}", f"air_worker[{channel.id}]", parent_pid)
     # A worker runs ffmpeg from config and nothing else: it can never gain privileges.
     import prctl
 
     prctl.set_no_new_privs(True)
-    return AirWorker(channel, config, stream, inbox, front_address).run()
+    return AirWorker(channel, config, stream, link).run()

@@ -1,62 +1,312 @@
-"""Channel: the front's live state for one channel — its lifecycle, stream FDs, buffer and viewers."""
+"""Channel: one channel's stream and the viewers who watch it, as Icecast's source owns its listeners.
+
+A Channel reads its stream FD into its StreamBuffer, scans it for join points, publishes
+it to its viewers in large pieces and notices the ones that fell too far behind. It does
+not close anything a loop owns: its methods return what must happen (viewers to close,
+with the reason), and the front carries that out.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import selectors
 import socket
-
-import h11
+from dataclasses import dataclass
 
 from retrovue_air.config import Channel as ChannelConfig
 
+from . import responses
 from .channel_lifecycle import ChannelLifecycle
 from .channel_stats import ChannelStats
 from .stream_buffer import StreamBuffer
-from .ts_packets import TsScanner
-from .viewer import Viewer
+from .ts_packets import TS_PACKET_SIZE, TsScanner
+from .viewer import Phase, Sent, Viewer
+
+log = logging.getLogger("http_front")
+
+FLUSH_BYTES = 64 * 1024
+READS_PER_WAKEUP = 8
+MIN_BUFFER = 4 * 1024 * 1024
+MAX_BUFFER = 512 * 1024 * 1024
+
+# An absolute path as ffmpeg and our own messages print it: up to a space, quote or colon.
+_PATH = re.compile(r"(?<![\w.])/[^\s'\":]*/([^\s'\":/]+)")
 
 
-def host_of(request: h11.Request) -> str:
-    """The Host the viewer used (for absolute links in playlists), made safe to echo."""
-    for name, value in request.headers:
-        if name == b"host":
-            host = value.decode("ascii", "replace")
-            if all(c.isalnum() or c in ".-:[]" for c in host):
-                return host
-    return "127.0.0.1"
+def redact_paths(text: str) -> str:
+    """Paths reduced to their file names: where the media library lives is nobody's business."""
+    return _PATH.sub(r"\1", text)
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close this viewer (it is gone, or too slow), and tune it out."""
+    viewer: Viewer
+    reason: str
+
+
+@dataclass(frozen=True)
+class StreamRead:
+    """What reading the stream came to: viewers to close, and news for the lifecycle."""
+    closes: list[Close]
+    first_bytes: bool = False  # the stream's first packet arrived
+    ended: bool = False  # EOF with no restarted stream queued: the stream is over
 
 
 class Channel:
-    """The front's view of one channel: its lifecycle, its stream and its buffer."""
-
-    def __init__(self, config: ChannelConfig, lifecycle: ChannelLifecycle):
+    def __init__(self, config: ChannelConfig, lifecycle: ChannelLifecycle, selector: selectors.BaseSelector):
         self.config = config
         self.lifecycle = lifecycle
+        self._selector = selector
+        # The stream being read, and the id of the stream it carries.
         self.stream_sock: socket.socket | None = None
-        self.stream_id: int | None = None  # the stream stream_sock carries
+        self.stream_id: int | None = None
+        self.awaiting_first_bytes = False  # a new stream (not a restarted ffmpeg's) was attached
         # A restarted ffmpeg's stream, queued until the old one has been read to its end.
         self.next_stream_sock: socket.socket | None = None
         self.start_deadline: float | None = None
+        self.flush_deadline: float | None = None
         self.failure_tail = ""  # the tail of ffmpeg's stderr when the channel last failed
         self.buffer: StreamBuffer | None = None
         self.scanner: TsScanner | None = None  # where in the buffer a late joiner can start
         self.said_no_keyframe = False
-        self.flush_deadline: float | None = None
-        self.blocked: set[Viewer] = set()  # watching viewers waiting for writability
-        self.viewers: dict[Viewer, None] = {}  # watching viewers, in arrival order
         self.stats = ChannelStats()
         self.start_requested_at: float | None = None
-        self.stop_requested_at: float | None = None
-
-    def bytes_out(self) -> int:
-        return self.stats.bytes_out_closed + sum(v.cursor - v.start_cursor for v in self.viewers)
 
     @property
     def id(self) -> str:
         return self.config.id
 
-    def summary(self) -> dict:
+    @property
+    def schedule(self):
+        """What it airs when (retrovue_air.schedule), for the guide; None (placeholders): not a media channel."""
+        return getattr(self.config.source, "schedule", None)
+
+    @property
+    def viewers(self):
+        """The viewers receiving the stream, in arrival order: the lifecycle's to know, ours to serve."""
+        return self.lifecycle.watching
+
+    def bytes_out(self) -> int:
+        return self.stats.bytes_out_closed + sum(v.cursor - v.start_cursor for v in self.viewers)
+
+    def summary(self, expose_paths: bool = False) -> dict:
         lc = self.lifecycle
-        return {"id": self.id, "name": self.config.name, "state": lc.state.value,
+        error, tail = lc.failure, self.failure_tail if lc.failure else ""
+        if not expose_paths:
+            error, tail = error and redact_paths(error), redact_paths(tail)
+        return {"id": self.id, "name": self.config.name, "state": lc.state.shown,
                 "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
-                "ffmpeg_pid": lc.ffmpeg_pid, "error": lc.failure,
-                "stderr_tail": self.failure_tail if lc.failure else ""}
+                "ffmpeg_pid": lc.ffmpeg_pid, "error": error, "stderr_tail": tail}
+
+    # The stream FD
+
+    def stream_ready(self, sock: socket.socket, stream: int, max_lag_seconds: float) -> None:
+        """Take a stream FD the worker handed over (its first, or a restarted ffmpeg's)."""
+        sock.setblocking(False)
+        if self.stream_id == stream and self.stream_sock is not None:
+            # The worker restarted ffmpeg: read the old stream to its end first.
+            if self.next_stream_sock is not None:
+                self.next_stream_sock.close()
+            self.next_stream_sock = sock
+            return
+        self.close_stream()
+        self.awaiting_first_bytes = True
+        self._attach(sock, stream, max_lag_seconds)
+
+    def _attach(self, sock: socket.socket, stream: int, max_lag_seconds: float) -> None:
+        self.stream_sock, self.stream_id = sock, stream
+        if self.buffer is None:
+            capacity = max(MIN_BUFFER, int(2 * max_lag_seconds * self.config.bytes_per_second))
+            self.buffer = StreamBuffer(capacity)
+        else:
+            # Viewers continue in the same buffer. A killed ffmpeg may have left half a
+            # packet, which was never published: drop it so the next stream is aligned.
+            self.buffer.discard_partial_packet()
+        self.scanner = TsScanner()
+        self._selector.register(sock, selectors.EVENT_READ, self)
+
+    def close_stream(self, stream: int | None = None) -> None:
+        """Close the stream FDs (only if they carry `stream`, when given); the buffer stays for its viewers."""
+        if stream is not None and stream != self.stream_id:
+            return
+        if self.stream_sock is not None:
+            self._selector.unregister(self.stream_sock)
+            self.stream_sock.close()
+            self.stream_sock = None
+        if self.next_stream_sock is not None:
+            self.next_stream_sock.close()
+            self.next_stream_sock = None
+        self.stream_id = None
+        self.flush_deadline = None
+
+    def release_if_unused(self) -> None:
+        if not self.viewers and self.stream_sock is None and self.buffer is not None:
+            self.buffer = None  # nobody reads it and nothing writes it
+            self.scanner = None
+            self.stats.live_since = None
+
+    def read(self, now: float, max_lag_seconds: float, flush_interval: float) -> StreamRead:
+        """Read what the stream has, into the ring (without blocking)."""
+        buffer = self.buffer
+        closes: list[Close] = []
+        for _ in range(READS_PER_WAKEUP):
+            space = buffer.writable()
+            if buffer.overwritten_by(len(space)) > 0 and self._grow(now, max_lag_seconds):
+                buffer = self.buffer
+                space = buffer.writable()
+            closes += self._overrun_by(buffer.overwritten_by(len(space)))
+            try:
+                n = self.stream_sock.recv_into(space)
+            except BlockingIOError:
+                break
+            except OSError:
+                n = 0
+            if n == 0:
+                return StreamRead(closes, ended=not self._next_stream(max_lag_seconds))
+            self.scanner.feed(space[:n], buffer.end)
+            buffer.wrote(n, now)
+            self.stats.bytes_in += n
+            if n < len(space):
+                break
+        if self.awaiting_first_bytes and buffer.published + TS_PACKET_SIZE <= buffer.end:
+            # The stream's first packet: its viewers can be admitted (or, for a stream that
+            # replaces a dead worker's, the channel is whole again).
+            self.awaiting_first_bytes = False
+            buffer.publish()
+            if self.stats.live_since is None:
+                self.stats.live_since = now
+            self.start_deadline = None
+            if self.start_requested_at is not None:
+                self.stats.time_to_first_byte.observe(now - self.start_requested_at)
+            return StreamRead(closes, first_bytes=True)
+        if buffer.unpublished >= FLUSH_BYTES:
+            closes += self.flush(now, max_lag_seconds)
+        elif self.flush_deadline is None and buffer.unpublished >= TS_PACKET_SIZE:
+            self.flush_deadline = now + flush_interval
+        return StreamRead(closes)
+
+    def _next_stream(self, max_lag_seconds: float) -> bool:
+        """At EOF: go on with a restarted ffmpeg's stream if one is queued."""
+        stream, following = self.stream_id, self.next_stream_sock
+        self.next_stream_sock = None
+        self.close_stream()
+        if following is None:
+            log.info("channel %s: stream %s ended", self.id, stream)
+            return False
+        log.warning("channel %s: ffmpeg was restarted; its viewers continue", self.id)
+        self.stats.stream_restarts += 1
+        self._attach(following, stream, max_lag_seconds)
+        return True
+
+    def _grow(self, now: float, max_lag_seconds: float) -> bool:
+        """Grow the ring when it holds less than twice max_lag_seconds of the stream.
+
+        The first size comes from the configured bitrate; a passthrough source, or a
+        reload that raised max_lag_seconds, can outrun it, and viewers would be dropped
+        by the ring's wrap rather than by their real lag."""
+        buffer = self.buffer
+        arrived = buffer.arrival_time(buffer.oldest)
+        held = now - arrived if arrived is not None else 0.0
+        wanted = 2 * max_lag_seconds
+        if held >= wanted or buffer.capacity >= MAX_BUFFER:
+            return False
+        rate = buffer.capacity / max(held, 0.05)
+        capacity = min(MAX_BUFFER, max(2 * buffer.capacity, int(rate * wanted * 1.25)))
+        self.buffer = buffer.grown(capacity)
+        log.warning("channel %s: the stream runs at %.1f MB/s: buffer grown to %d MiB", self.id,
+                    rate / 1e6, capacity // (1024 * 1024))
+        return True
+
+    def _overrun_by(self, destroyed_before: int) -> list[Close]:
+        closes = []
+        for viewer in self.viewers:
+            if viewer.blocked and viewer.cursor < destroyed_before:
+                log.warning("channel %s: dropping slow viewer %s: the buffer moved past it", self.id, viewer.peer)
+                self.stats.viewers_dropped_slow += 1
+                closes.append(Close(viewer, "too slow"))
+        return closes
+
+    # The fan-out
+
+    def flush(self, now: float, max_lag_seconds: float) -> list[Close]:
+        """Publish what arrived and send it to every viewer; the slow and the gone are returned to close."""
+        self.flush_deadline = None
+        buffer = self.buffer
+        if buffer is None or not buffer.publish():
+            return []
+        closes: list[Close] = []
+        blocked: list[Viewer] = []
+        # The hot path: most viewers are caught up, all at the same cursor, so they get
+        # the same slice of the ring with one send each. Anything else (a partial send,
+        # the ring's wrap, a pending head) takes the general path, Viewer.send().
+        end = buffer.published
+        sliced_at, piece = -1, None
+        for viewer in self.viewers:
+            if viewer.blocked:
+                blocked.append(viewer)
+                continue
+            if not viewer.pending:
+                if viewer.cursor != sliced_at:
+                    sliced_at, piece = viewer.cursor, buffer.chunk(viewer.cursor)
+                try:
+                    viewer.cursor += viewer.sock.send(piece)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closes.append(Close(viewer, "connection lost"))
+                    continue
+                if viewer.cursor == end:
+                    continue
+            if viewer.send(buffer) is Sent.LOST:
+                closes.append(Close(viewer, "connection lost"))
+        for viewer in blocked:
+            lag = buffer.lag(viewer.cursor - viewer.unsent_in_kernel(), now)
+            if lag > max_lag_seconds:
+                log.warning("channel %s: dropping slow viewer %s: %.1f s behind (limit %.1f s)",
+                            self.id, viewer.peer, lag, max_lag_seconds)
+                self.stats.viewers_dropped_slow += 1
+                closes.append(Close(viewer, "too slow"))
+        return closes
+
+    # Viewers
+
+    def admit(self, viewer: Viewer, from_start: bool) -> Sent:
+        """Start sending the stream: the 200, then from where a joiner should start."""
+        buffer = self.buffer
+        viewer.phase = Phase.WATCHING
+        viewer.pending = responses.stream_head()
+        if from_start:
+            viewer.cursor = 0
+        elif self.config.join == "live":
+            viewer.cursor = buffer.published
+        else:
+            self._join_at_keyframe(viewer)
+        viewer.start_cursor = viewer.cursor
+        viewer.bound_send_buffer(max(32 * 1024, self.config.bytes_per_second // 2))
+        return viewer.send(buffer)
+
+    def _join_at_keyframe(self, viewer: Viewer) -> None:
+        """Start a late joiner at PAT, PMT and the latest GOP still in the buffer.
+
+        Its cursor simply starts further back in the shared buffer; the only bytes of
+        its own are a PAT/PMT prefix, and only where the stream lacks them there.
+        """
+        buffer = self.buffer
+        oldest = -(-buffer.oldest // TS_PACKET_SIZE) * TS_PACKET_SIZE
+        point = self.scanner.join_point(oldest, buffer.published)
+        if point is None:
+            viewer.cursor = buffer.published
+            return
+        viewer.cursor = point.offset
+        viewer.pending += point.prefix
+        if not point.at_keyframe and not self.said_no_keyframe:
+            self.said_no_keyframe = True
+            log.warning("channel %s: no keyframe in the buffer; late joiners start at PAT/PMT "
+                        "without one (does the source set keyframes?)", self.id)
+
+    def remove(self, viewer: Viewer) -> None:
+        """The viewer is closed: count what it was sent."""
+        if viewer.phase is Phase.WATCHING:
+            self.stats.bytes_out_closed += viewer.cursor - viewer.start_cursor

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from .channel_lifecycle import State
+from .channel_lifecycle import SHOWN_STATES
 
 PREFIX = "retrovue_air_"
 
@@ -54,13 +54,13 @@ def _open_fds() -> int:
 
 
 class FrontCollector:
-    """Everything /metrics shows, read from one Front at collect() time."""
+    """Everything /metrics shows, read from the front's state at collect() time."""
 
-    def __init__(self, front):
-        self.front = front
+    def __init__(self, state):
+        self.state = state
 
     def collect(self):
-        channels = list(self.front.channels.values())
+        channels = self.state.channels
 
         viewers = GaugeMetricFamily(PREFIX + "viewers", "Viewers tuned in to the channel (waiting or watching).",
                                     labels=["channel"])
@@ -84,13 +84,13 @@ class FrontCollector:
         state = GaugeMetricFamily(PREFIX + "state", "The channel's lifecycle state (1 for the current one).",
                                   labels=["channel", "state"])
         for c in channels:
-            current = c.lifecycle.state
-            for s in State:
-                state.add_metric([c.id, s.value], 1 if s is current else 0)
+            current = c.lifecycle.state.shown
+            for s in SHOWN_STATES:
+                state.add_metric([c.id, s], 1 if s == current else 0)
         yield state
 
         yield GaugeMetricFamily(PREFIX + "connections", "Open viewer connections to the HTTP front (any request).",
-                                value=len(self.front.viewers))
+                                value=self.state.connections)
         yield GaugeMetricFamily(PREFIX + "open_fds", "Open file descriptors of the HTTP front.",
                                 value=_open_fds())
 
@@ -109,7 +109,8 @@ class FrontCollector:
         yield rss
 
 
-def render(front) -> tuple[str, bytes]:
+def render(state) -> tuple[str, bytes]:
+    """/metrics from a FrontState (http_front.answers)."""
     registry = CollectorRegistry(auto_describe=False)  # fresh per scrape: collect() runs once
-    registry.register(FrontCollector(front))
+    registry.register(FrontCollector(state))
     return CONTENT_TYPE_LATEST, generate_latest(registry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -41,18 +42,44 @@ class Playlist:
 
 
 @dataclass(frozen=True)
+class Guide:
+    head_only: bool
+
+
+@dataclass(frozen=True)
+class TunerPage:
+    page: str  # one of TUNER_PAGES, without the slash
+    head_only: bool
+
+
+@dataclass(frozen=True)
+class Logo:
+    channel: str
+    head_only: bool
+
+
+@dataclass(frozen=True)
 class Refuse:
     status: int
     text: str
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Route = Watch | ChannelList | Health | StatusPage | Metrics | Playlist | Refuse
+Route = Watch | ChannelList | Health | StatusPage | Metrics | Playlist | Guide | TunerPage | Logo | Refuse
 
 ALLOWED = (("Allow", "GET, HEAD"),)
+TUNER_PAGES = ("/discover.json", "/lineup.json", "/lineup_status.json", "/device.xml")
+SCAN = "/lineup.post"  # Plex POSTs ?scan=start: answered, and nothing to do
+ONLY_POST = (("Allow", "POST"),)
 
 
-def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str]) -> Route:
+def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str],
+          guide_numbers: Mapping[str, str] | None = None) -> Route:
+    """guide_numbers maps a guide number ("4.1") to its channel id, for the tuner's /auto/v4.1.
+
+    A query string never changes where a request goes: Jellyfin and Plex append
+    ?transcode=…&duration=… to a tuner's stream URLs, and Plex ?scan=start to lineup.post.
+    """
     try:
         raw_path = urlsplit(target.decode("ascii")).path
     except (UnicodeDecodeError, ValueError):
@@ -66,6 +93,9 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str]) 
     is_stream = path.startswith("/channels/") and path.endswith(".ts")
     is_playlist = path.startswith("/channels/") and path.endswith(".m3u")
     known = path in ("/", "/channels", "/channels.m3u", "/healthz", "/metrics") or is_stream or is_playlist
+    presented = presentation_route(method, path, channel_ids, guide_numbers or {})
+    if presented is not None:
+        return presented
     if method not in (b"GET", b"HEAD"):
         return Refuse(405, "method not allowed", ALLOWED) if known else Refuse(404, "not found")
     head_only = method == b"HEAD"
@@ -90,3 +120,29 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str]) 
             return Watch(channel, head_only)
         return Refuse(404, "no such channel")
     return Refuse(404, "not found")
+
+
+def presentation_route(method: bytes, path: str, channel_ids, guide_numbers: Mapping[str, str]) -> Route | None:
+    """The guide, the playlist, the logos and the HDHomeRun tuner; None for any other path."""
+    head_only = method == b"HEAD"
+    if path == SCAN:
+        return TunerPage(SCAN[1:], False) if method == b"POST" else Refuse(405, "method not allowed", ONLY_POST)
+    is_tune = path.startswith("/auto/v")
+    is_logo = path.startswith("/logos/") and path.endswith(".png")
+    if not (path in TUNER_PAGES or path in ("/xmltv.xml", "/playlist.m3u") or is_tune or is_logo):
+        return None
+    if method not in (b"GET", b"HEAD"):
+        return Refuse(405, "method not allowed", ALLOWED)
+    if path in TUNER_PAGES:
+        return TunerPage(path[1:], head_only)
+    if path == "/xmltv.xml":
+        return Guide(head_only)
+    if path == "/playlist.m3u":
+        return Playlist(None, head_only)
+    if is_tune:
+        channel = guide_numbers.get(path[len("/auto/v"):])
+        return Watch(channel, head_only) if channel in channel_ids else Refuse(404, "no such channel")
+    channel = path[len("/logos/"):-len(".png")]
+    if CHANNEL_ID.match(channel) and channel in channel_ids:
+        return Logo(channel, head_only)
+    return Refuse(404, "no such channel")

@@ -1,4 +1,4 @@
-"""GET / (a small status page) and the M3U playlists.
+"""GET / (a small status page).
 
 The page is one HTML document with inline CSS: no framework, no external asset, no
 JavaScript; it reloads itself every few seconds. Every text that comes from the
@@ -115,7 +115,7 @@ def on_now(config) -> str:
 
 def _live_seconds(channel, now: float) -> float | None:
     since = channel.stats.live_since
-    if channel.lifecycle.state.value != "live" or since is None:
+    if channel.lifecycle.state.shown != "live" or since is None:
         return None
     return max(0.0, now - since)
 
@@ -136,7 +136,7 @@ def _bitrate(channel, live_for: float | None) -> str:
 
 def _channel_card(channel, now: float) -> str:
     lc = channel.lifecycle
-    state = lc.state.value
+    state = lc.state.shown
     live_for = _live_seconds(channel, now)
     cid = _e(channel.id)
     looks = {"live": "live", "failed": "failed", "idle": "off"}.get(state, state)
@@ -163,11 +163,12 @@ def _channel_card(channel, now: float) -> str:
 </article>"""
 
 
-def render(front, host: str) -> bytes:
+def render(state, host: str) -> bytes:
+    """The status page from a FrontState (http_front.answers)."""
     now = time.monotonic()
-    channels = list(front.channels.values())
-    live = sum(1 for c in channels if c.lifecycle.state.value == "live")
-    watching = sum(c.lifecycle.viewer_count for c in channels)
+    channels = state.channels
+    live = sum(1 for c in channels if c.lifecycle.state.shown == "live")
+    watching = state.viewers
     cards = "\n".join(_channel_card(c, now) for c in channels)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     page = f"""<!doctype html>
@@ -201,16 +202,3 @@ Open a channel&#39;s .ts or .m3u link in VLC, mpv or any IPTV player.</footer>
 """
     return page.encode("utf-8")
 
-
-def _m3u_text(value: str) -> str:
-    """One line, and safe inside a quoted attribute of #EXTINF."""
-    return " ".join(value.replace('"', "'").split())
-
-
-def m3u(channels, host: str) -> bytes:
-    lines = ["#EXTM3U"]
-    for c in channels:
-        name = _m3u_text(c.config.name)
-        lines += [f'#EXTINF:-1 tvg-id="{_m3u_text(c.id)}" tvg-name="{name}",{name}',
-                  f"http://{host}/channels/{c.id}.ts"]
-    return ("\n".join(lines) + "\n").encode()

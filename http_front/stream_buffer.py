@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import bisect
 
-TS_PACKET = 188
+from .ts_packets import TS_PACKET_SIZE
+
 MAX_READ = 256 * 1024
 
 
@@ -31,6 +32,20 @@ class StreamBuffer:
         """The first offset still held."""
         return max(0, self.end - self.capacity)
 
+    def grown(self, capacity: int) -> "StreamBuffer":
+        """A bigger ring holding the same stream at the same offsets (cursors stay valid)."""
+        bigger = StreamBuffer(capacity)
+        offset = self.oldest
+        while offset < self.end:
+            piece = self._raw(offset, self.end)
+            at = offset % capacity
+            n = min(len(piece), capacity - at)
+            bigger._view[at:at + n] = piece[:n]
+            offset += n
+        bigger.end, bigger.published = self.end, self.published
+        bigger._offsets, bigger._times = self._offsets, self._times
+        return bigger
+
     def writable(self) -> memoryview:
         """Where the next read from the stream should land (contiguous, may overwrite the oldest bytes)."""
         start = self.end % self.capacity
@@ -50,7 +65,7 @@ class StreamBuffer:
 
     def publish(self) -> bool:
         """Make every whole packet received so far sendable; True if that is anything new."""
-        aligned = self.end - self.end % TS_PACKET
+        aligned = self.end - self.end % TS_PACKET_SIZE
         if aligned == self.published:
             return False
         self.published = aligned
@@ -60,7 +75,7 @@ class StreamBuffer:
         """Forget the bytes after the last packet boundary (a dead writer's half packet).
 
         They were never published, so no viewer has seen them."""
-        self.end -= self.end % TS_PACKET
+        self.end -= self.end % TS_PACKET_SIZE
         while self._offsets and self._offsets[-1] > self.end:
             self._offsets.pop()
             self._times.pop()
@@ -78,15 +93,6 @@ class StreamBuffer:
         start = cursor % self.capacity
         return self._view[start:start + min(self.published - cursor, self.capacity - start)]
 
-    def copy(self, start: int, stop: int) -> bytes:
-        """Bytes [start, stop) as one bytes object (for tests and the TS scanner's seams)."""
-        out = bytearray()
-        while start < stop:
-            piece = self.chunk(start)[: stop - start] if start < self.published else self._raw(start, stop)
-            out += piece
-            start += len(piece)
-        return bytes(out)
-
     def _raw(self, start: int, stop: int) -> memoryview:
         begin = start % self.capacity
         return self._view[begin:begin + min(stop - start, self.capacity - begin)]
@@ -100,6 +106,3 @@ class StreamBuffer:
         """How long ago, in stream time, the first byte a viewer still lacks arrived."""
         arrived = self.arrival_time(position)
         return 0.0 if arrived is None else max(0.0, now - arrived)
-
-    def release(self) -> None:
-        self._view.release()

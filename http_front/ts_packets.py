@@ -229,15 +229,6 @@ class TsScanner:
         if whole_end < size:
             self._partial = bytes(view[whole_end:])
 
-    def forget_before(self, offset: int) -> None:
-        """Drop state that can only describe bytes before `offset` (the buffer's oldest byte)."""
-        while self._raps and self._raps[0].offset < offset:
-            self._raps.popleft()
-        history = self._psi_history
-        # Keep the newest snapshot valid at `offset`: the fallback may need it.
-        while len(history) > 1 and history[1][0] <= offset:
-            history.popleft()
-
     # -- output --------------------------------------------------------------
 
     def join_point(self, oldest: int, newest: int) -> JoinPoint | None:
@@ -249,7 +240,7 @@ class TsScanner:
         offset is the keyframe packet and prefix holds PAT+PMT copies.
         Fallback: offset == newest, prefix = PAT+PMT as they stood at `newest`.
         Also None if `newest` is older than the retained PSI history.
-        Pure: does not change the scanner (use forget_before to trim).
+        Pure: does not change the scanner.
         """
         for rap in reversed(self._raps):
             if rap.offset >= newest:
@@ -453,15 +444,6 @@ def packet_pids(stream: bytes) -> list[int]:
         ((stream[i + 1] & 0x1F) << 8) | stream[i + 2]
         for i in range(0, len(stream) - TS_PACKET_SIZE + 1, TS_PACKET_SIZE)
     ]
-
-
-def packet_has_payload(packet: bytes) -> bool:
-    return bool(packet[3] & 0x10)
-
-
-def packet_starts_unit(packet: bytes) -> bool:
-    """payload_unit_start_indicator: a PES or PSI section begins in this packet."""
-    return bool(packet[1] & 0x40)
 
 
 def continuity_errors(stream: bytes) -> list[str]:

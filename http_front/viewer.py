@@ -1,23 +1,22 @@
 """Viewer: one HTTP connection, from its request to the last byte of its stream.
 
-The send discipline is asyncio's selector transport's: try the send now, keep what
-did not fit, and ask the loop for writability only while something is pending. For a
-stream the "backlog" is not a copy but a cursor into the channel's StreamBuffer.
+It owns its socket and its interest in the loop's selector, as asyncio's selector
+transport does: it asks for writability only while something is pending, for
+readability until the client half-closes. For a stream the "backlog" is not a copy but
+a cursor into the channel's StreamBuffer.
 """
 
 from __future__ import annotations
 
 import enum
 import fcntl
+import selectors
 import socket
 import struct
 import termios
 
-import h11
-
+from .request_reader import NEED_MORE, READ_CLOSED, RequestReader, Result
 from .stream_buffer import StreamBuffer
-
-MAX_REQUEST_HEAD = 8192
 
 
 class Phase(enum.Enum):
@@ -34,29 +33,74 @@ class Sent(enum.Enum):
 
 
 class Viewer:
-    __slots__ = ("sock", "fd", "peer", "conn", "phase", "channel", "cursor", "pending",
-                 "blocked", "connected_at", "start_cursor", "address", "received")
+    __slots__ = ("sock", "fd", "peer", "address", "reader", "phase", "channel", "cursor", "start_cursor",
+                 "pending", "blocked", "read_closed", "connected_at", "_selector", "_events")
 
-    def __init__(self, sock: socket.socket, peer: str, now: float):
+    def __init__(self, sock: socket.socket, address: tuple, now: float, selector: selectors.BaseSelector):
         self.sock = sock
         self.fd = sock.fileno()
-        self.peer = peer
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        self.address = address[0]  # the client's address, for per-address limits
+        self.peer = f"{address[0]}:{address[1]}"
+        self.reader = RequestReader()
         self.phase = Phase.REQUEST
-        self.channel: str | None = None
+        self.channel = None  # the Channel it tuned in to
         self.cursor = 0
         self.start_cursor = 0  # where the cursor started: bytes sent = cursor - start_cursor
         self.pending = b""  # response head (and anything else) before the stream bytes
-        self.blocked = False
+        self.blocked = False  # the socket is full: waiting for writability
+        self.read_closed = False  # the client half-closed after its request: it still reads
         self.connected_at = now
-        self.received = 0  # request bytes read, to bound the head's size
-        self.address = peer.rsplit(":", 1)[0]  # the client's address, for per-address limits
+        self._selector = selector
+        self._events = 0
+        self._update_interest()
 
     def __repr__(self) -> str:
-        return f"<Viewer {self.peer} {self.phase.value} {self.channel or ''}>"
+        return f"<Viewer {self.peer} {self.phase.value} {self.channel.id if self.channel else ''}>"
+
+    def _update_interest(self) -> None:
+        events = (0 if self.read_closed else selectors.EVENT_READ) | (selectors.EVENT_WRITE if self.blocked else 0)
+        if events == self._events:
+            return
+        if events and self._events:
+            self._selector.modify(self.sock, events, self)
+        elif events:
+            self._selector.register(self.sock, events, self)
+        else:
+            self._selector.unregister(self.sock)
+        self._events = events
+
+    def read(self) -> Result:
+        """Read what the client sent; what it means comes from the RequestReader."""
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return NEED_MORE
+        except OSError:
+            data = b""
+        result = self.reader.feed(data)
+        if result is READ_CLOSED:
+            # EOF after a whole request is a half-close (HTTP/1.0 tools, some proxies): the
+            # client still reads. Stop reading; a client that is really gone shows on a send.
+            self.read_closed = True
+            self._update_interest()
+        return result
+
+    def respond(self, data: bytes) -> Sent:
+        """Send a final response; the caller closes the viewer once it is out (Sent.ALL)."""
+        self.phase = Phase.CLOSING
+        self.pending = data
+        return self.send(None)
 
     def send(self, buffer: StreamBuffer | None) -> Sent:
         """Send what is pending, then the stream from the cursor, until caught up or full."""
+        result = self._send(buffer)
+        blocked = result is Sent.BLOCKED
+        if blocked != self.blocked:
+            self.blocked = blocked
+            self._update_interest()
+        return result
+
+    def _send(self, buffer: StreamBuffer | None) -> Sent:
         try:
             while self.pending:
                 n = self.sock.send(self.pending)
@@ -78,9 +122,32 @@ class Viewer:
         except OSError:
             return Sent.LOST
 
+    def bound_send_buffer(self, size: int) -> None:
+        # The kernel would otherwise grow a stalled viewer's send buffer to megabytes
+        # (seconds of stream) before our cursor fell behind at all.
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        except OSError:
+            pass
+
     def unsent_in_kernel(self) -> int:
         """Bytes handed to the kernel that the peer has not acknowledged (SIOCOUTQ)."""
         try:
             return struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
         except OSError:
             return 0
+
+    def close(self) -> None:
+        if self._events:
+            self._selector.unregister(self.sock)
+            self._events = 0
+        if self.phase is Phase.CLOSING:
+            # Read what the peer already sent, so that close() does not answer it with
+            # a reset that could destroy our response before the peer reads it.
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+                while self.sock.recv(65536):
+                    pass
+            except OSError:
+                pass
+        self.sock.close()

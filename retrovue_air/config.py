@@ -11,12 +11,15 @@ import math
 import os
 import pwd
 import re
+import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from retrovue_air import device_id as device_ids
 from retrovue_air import media_info
 from retrovue_air.schedule import DEFAULT_EPOCH, Block, Programme, Schedule, parse_daily_time, parse_epoch
 
@@ -52,10 +55,18 @@ class MediaFiles:
 
 
 @dataclass(frozen=True)
+class Relay:
+    """Another instance's channel (or any HTTP MPEG-TS stream), passed on without re-encoding."""
+    url: str
+    remux: bool = False  # through ffmpeg -c copy (HLS, broken timestamps) instead of passing bytes on
+    line: int | None = field(default=None, compare=False)  # where url is, for the loop check's errors
+
+
+@dataclass(frozen=True)
 class Channel:
     id: str
     name: str
-    source: TestPattern | MediaFiles
+    source: TestPattern | MediaFiles | Relay
     video_kbps: int = 1500
     audio_kbps: int = 128
     width: int = 640
@@ -64,6 +75,11 @@ class Channel:
     keyframe_seconds: float = 1.0
     join: str = "keyframe"  # where a late joiner starts: the latest keyframe, or the live edge
     transcode: bool = True  # False: a source that is already H.264/AAC MPEG-TS goes out as is (-c copy)
+    # The guide and the tuner: number is the guide number ("4", "4.1"), always set once
+    # validated; logo is an http(s) URL or an absolute path to an image served at /logos/{id}.png.
+    number: str = ""
+    logo: str | None = None
+    group: str | None = None
 
     @property
     def bytes_per_second(self) -> int:
@@ -92,12 +108,25 @@ class Config:
     max_viewers_per_channel: int = 1000
     max_active_channels: int = 16
     user: str | None = None  # started as root: drop to this user after binding
-    state_dir: str = field(default_factory=media_info.default_state_dir)  # the media info cache
+    expose_paths: bool = False  # /channels shows media paths in errors (else only file names)
     log_level: str | None = None  # the command line's --log-level overrides it
     channels: tuple[Channel, ...] = field(default_factory=tuple)
+    # The guide, the playlist and the tuner emulation.
+    public_url: str | None = None  # e.g. "https://tv.example.net" behind a proxy; else the request's Host
+    guide_hours: float = 48.0
+    device_id: str | None = None  # None: made once and kept in state_dir
+    friendly_name: str = "RetroVue Air"
+    discovery: bool = False  # answer SSDP (UDP 1900) and HDHomeRun discovery (UDP 65001)
+    state_dir: str = field(default_factory=lambda: default_state_dir())
 
     def channel(self, channel_id: str) -> Channel | None:
         return next((c for c in self.channels if c.id == channel_id), None)
+
+
+def default_state_dir() -> str:
+    # systemd's StateDirectory= may list several, separated by colons: the first is ours.
+    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return given or os.path.expanduser("~/.local/state/retrovue-air")
 
 
 def default_config_text() -> str:
@@ -144,20 +173,26 @@ class _Validator:
     the n-th `[[channel]]` header, then the first `key =` line below it.
     """
 
-    # Schedules (issue 10): where the loop starts, whose clock the daily blocks follow.
-    SCHEDULE_TOP_KEYS = {"state_dir", "schedule_epoch", "timezone"}
-    SCHEDULE_CHANNEL_KEYS = {"schedule_epoch", "timezone", "block"}
-    ITEM_KEYS = {"path", "title", "episode", "season", "description", "category"}
-    BLOCK_KEYS = {"start", "title", "file", "files"}
     FLOAT_KEYS = ("restart_window_seconds", "restart_backoff_seconds", "failed_retry_seconds",
                   "start_timeout_seconds", "request_timeout_seconds")
     INT_KEYS = ("restart_limit", "max_connections", "max_connections_per_address",
                 "max_viewers_per_channel", "max_active_channels")
     TOP_KEYS = {"listen", "max_lag_seconds", "flush_interval_ms", "channel", "user",
-                "log_level", *FLOAT_KEYS, *INT_KEYS, *SCHEDULE_TOP_KEYS}
+                "log_level", "expose_paths", *FLOAT_KEYS, *INT_KEYS}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
                     "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
-                    "transcode", *SCHEDULE_CHANNEL_KEYS}
+                    "transcode", "url", "remux"}
+    # What a relay's origin decides, not the relay: refused on a relay channel.
+    ENCODING_KEYS = ("width", "height", "fps", "keyframe_seconds", "tone_hz", "file", "files", "transcode")
+    TOP_KEYS |= {"public_url", "guide_hours", "device_id", "friendly_name", "discovery", "state_dir"}
+    CHANNEL_KEYS |= {"number", "logo", "group"}
+    # Schedules (issue 10): where the loop starts, whose clock the daily blocks follow.
+    SCHEDULE_TOP_KEYS = {"state_dir", "schedule_epoch", "timezone"}
+    SCHEDULE_CHANNEL_KEYS = {"schedule_epoch", "timezone", "block"}
+    ITEM_KEYS = {"path", "title", "episode", "season", "description", "category"}
+    BLOCK_KEYS = {"start", "title", "file", "files"}
+    TOP_KEYS |= SCHEDULE_TOP_KEYS
+    CHANNEL_KEYS |= SCHEDULE_CHANNEL_KEYS
 
     def __init__(self, text: str, path: str):
         self.lines = text.splitlines()
@@ -225,6 +260,9 @@ class _Validator:
                 except KeyError:
                     raise self.error("user", f"no such user {user!r}") from None
                 kwargs["user"] = user
+        if "expose_paths" in doc:
+            with self.collecting():
+                kwargs["expose_paths"] = self.typed(doc, "expose_paths", bool)
         if "log_level" in doc:
             with self.collecting():
                 level = self.typed(doc, "log_level", str).upper()
@@ -234,10 +272,10 @@ class _Validator:
         self.schedule_defaults = {"schedule_epoch": DEFAULT_EPOCH, "timezone": "UTC"}
         with self.collecting():
             self.schedule_defaults.update(self.schedule_keys(doc, None))
-        if "state_dir" in doc:
-            with self.collecting():
-                kwargs["state_dir"] = os.path.expanduser(self.typed(doc, "state_dir", str))
-        self.media_cache = media_info.MediaInfoCache(kwargs.get("state_dir") or media_info.default_state_dir())
+        # state_dir itself is checked with the tuner's keys; the probe cache needs it first.
+        given = doc.get("state_dir")
+        self.media_cache = media_info.MediaInfoCache(
+            os.path.join(self.base_dir(), os.path.expanduser(given)) if isinstance(given, str) else default_state_dir())
         tables = doc.get("channel", [])
         channels: list[Channel] = []
         with self.collecting():
@@ -251,6 +289,10 @@ class _Validator:
                     if sum(1 for c in channels if c.id == channels[-1].id) > 1:
                         raise self.error("id", f"duplicate channel id {channels[-1].id!r}", i)
         self.media_cache.save()
+        kwargs.update(self.guide_and_tuner(doc))
+        channels = self.guide_numbers(channels, tables)
+        if not self.errors:
+            self.errors += relay_loops(channels, kwargs.get("listen", Config.listen), self.path)
         if self.errors:
             first, *others = self.errors
             first.others = others
@@ -283,6 +325,9 @@ class _Validator:
             raise self.error("id", f"{channel_id!r} is not 1-64 of A-Z a-z 0-9 _ -", i)
         name = self.typed(t, "name", str, i)
         kind = self.typed(t, "source", str, i)
+        for key in ("url", "remux"):
+            if key in t and kind != "relay":
+                raise self.error(key, "only for source = \"relay\"", i)
         if kind == "test-pattern":
             for key in ("file", "files"):
                 if key in t:
@@ -291,8 +336,10 @@ class _Validator:
             source: TestPattern | MediaFiles = TestPattern(tone_hz=tone)
         elif kind == "files":
             source = self.media_source(t, i)
+        elif kind == "relay":
+            source = self.relay(t, i)
         else:
-            raise self.error("source", f"unknown source {kind!r} (test-pattern, files)", i)
+            raise self.error("source", f"unknown source {kind!r} (test-pattern, files, relay)", i)
         numbers = {key: self.positive(t, key, i, int)
                    for key in ("video_kbps", "audio_kbps", "width", "height", "fps") if key in t}
         if "keyframe_seconds" in t:
@@ -312,7 +359,25 @@ class _Validator:
             if kind != "files":
                 raise self.error("transcode", "only for source = \"files\"", i)
             numbers["transcode"] = self.typed(t, "transcode", bool, i)
+        numbers.update(self.channel_guide_keys(t, i))
         return Channel(id=channel_id, name=name, source=source, **numbers)
+
+    def relay(self, t: dict[str, Any], i: int) -> Relay:
+        for key in self.ENCODING_KEYS:
+            if key in t:
+                raise self.error(key, "not for source = \"relay\" (the origin encodes)", i)
+        if "url" not in t:
+            raise self.error("url", "source = \"relay\" needs url = \"http://HOST:PORT/channels/ID.ts\"", i)
+        url = self.typed(t, "url", str, i)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises on a port that is not a number
+        except ValueError as e:
+            raise self.error("url", f"not a URL: {e}", i) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.error("url", f"expected http://HOST[:PORT]/PATH, got {url!r}", i)
+        remux = self.typed(t, "remux", bool, i) if "remux" in t else False
+        return Relay(url=url, remux=remux, line=self.line_of("url", i))
 
     # --- Scheduled media (issue 10) -------------------------------------------------------
 
@@ -418,7 +483,7 @@ class _Validator:
         items = [t[key]] if key == "file" else t[key]
         if not isinstance(items, list) or not items or not all(isinstance(p, (str, dict)) for p in items):
             raise error(key, "must be a path or a non-empty list of paths (or of { path = \"…\", title = \"…\" })")
-        base = os.path.dirname(os.path.abspath(self.path)) if self.path != BUILT_IN else os.getcwd()
+        base = self.base_dir()
         out = []
         for item in items:
             meta = item if isinstance(item, dict) else {"path": item}
@@ -454,3 +519,209 @@ class _Validator:
                 episode=meta.get("episode", info.episode), season=meta.get("season", info.season),
                 description=meta.get("description", ""), category=meta.get("category", "")))
         return out
+
+    # The guide, the playlist and the tuner emulation
+
+    def guide_and_tuner(self, doc: dict[str, Any]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if "public_url" in doc:
+            with self.collecting():
+                url = self.typed(doc, "public_url", str).rstrip("/")
+                parts = urlsplit(url)
+                if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment \
+                        or any(c.isspace() or c in "\"'<>" for c in url):
+                    raise self.error("public_url", f"expected http(s)://HOST[:PORT][/PATH], got {url!r}")
+                kwargs["public_url"] = url
+        if "guide_hours" in doc:
+            with self.collecting():
+                hours = self.positive(doc, "guide_hours", None)
+                if hours > MAX_GUIDE_HOURS:
+                    raise self.error("guide_hours", f"at most {MAX_GUIDE_HOURS} (two weeks)")
+                kwargs["guide_hours"] = hours
+        if "device_id" in doc:
+            with self.collecting():
+                given = self.typed(doc, "device_id", str)
+                if not device_ids.FORMAT.match(given):
+                    raise self.error("device_id", f"{given!r} is not 8 hex digits")
+                if not device_ids.is_valid(given):
+                    fixed = device_ids.with_checksum(int(given, 16) >> 4)
+                    raise self.error("device_id", f"{given} fails the HDHomeRun checksum that tuner clients "
+                                                  f"check; {fixed} passes")
+                kwargs["device_id"] = given.upper()
+        if "friendly_name" in doc:
+            with self.collecting():
+                kwargs["friendly_name"] = self.one_line(doc, "friendly_name", None)
+        if "discovery" in doc:
+            with self.collecting():
+                kwargs["discovery"] = self.typed(doc, "discovery", bool)
+        if "state_dir" in doc:
+            with self.collecting():
+                kwargs["state_dir"] = os.path.join(self.base_dir(), os.path.expanduser(self.typed(doc, "state_dir", str)))
+        return kwargs
+
+    def base_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path)) if self.path != BUILT_IN else os.getcwd()
+
+    def one_line(self, table: dict, key: str, index: int | None) -> str:
+        value = self.typed(table, key, str, index)
+        if not value.strip() or any(c in value for c in "\r\n\0"):
+            raise self.error(key, "must be one non-empty line", index)
+        return value.strip()
+
+    def channel_guide_keys(self, t: dict[str, Any], i: int) -> dict[str, Any]:
+        keys: dict[str, Any] = {}
+        if "number" in t:
+            value = t["number"]
+            if isinstance(value, float):
+                raise self.error("number", f'write it as a string: number = "{value}" (a float loses digits)', i)
+            number = str(value) if isinstance(value, int) and not isinstance(value, bool) else \
+                self.typed(t, "number", str, i)
+            if not GUIDE_NUMBER.match(number):
+                raise self.error("number", f"{number!r} is not a guide number: digits with at most one dot "
+                                           "(\"4\", \"4.1\")", i)
+            keys["number"] = number
+        if "logo" in t:
+            keys["logo"] = self.logo(self.one_line(t, "logo", i), i)
+        if "group" in t:
+            keys["group"] = self.one_line(t, "group", i)
+        return keys
+
+    def logo(self, value: str, i: int) -> str:
+        if value.startswith(("http://", "https://")):
+            if any(c.isspace() or c in "\"'<>" for c in value):
+                raise self.error("logo", f"not a usable URL: {value!r}", i)
+            return value
+        full = os.path.join(self.base_dir(), os.path.expanduser(value))
+        try:
+            with open(full, "rb") as f:
+                head = f.read(16)
+                size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            raise self.error("logo", f"cannot read the image {full}: {e.strerror}", i) from None
+        if image_type(head) is None:
+            raise self.error("logo", f"{full} is not a PNG, JPEG, GIF or WebP image", i)
+        if size > MAX_LOGO_BYTES:
+            raise self.error("logo", f"{full} is larger than {MAX_LOGO_BYTES // 1024} KiB", i)
+        return full
+
+    def guide_numbers(self, channels: list[Channel], tables: list) -> list[Channel]:
+        """Give every channel a unique guide number: its own `number`, else its id when the id
+        is one ("4"), else its position in the file (or the next number still free)."""
+        position = {}
+        for i, t in enumerate(tables if isinstance(tables, list) else []):
+            if isinstance(t, dict):
+                position.setdefault(t.get("id"), i)
+        owner: dict[str, str] = {}
+        for c in channels:
+            number = c.number or (c.id if GUIDE_NUMBER.match(c.id) else "")
+            if not number:
+                continue
+            with self.collecting():
+                if number in owner:
+                    key = "number" if c.number else "id"
+                    raise self.error(key, f"guide number {number} is taken by channel {owner[number]!r}"
+                                          + ("" if c.number else f" (set number = \"…\" for channel {c.id!r})"),
+                                     position.get(c.id))
+                owner[number] = c.id
+        numbered = []
+        for c in channels:
+            number = c.number or (c.id if GUIDE_NUMBER.match(c.id) else "")
+            if not number:
+                candidate = position.get(c.id, 0) + 1
+                while str(candidate) in owner:
+                    candidate += 1
+                number = str(candidate)
+                owner[number] = c.id
+            numbered.append(replace(c, number=number))
+        return numbered
+
+
+# Digits with at most one dot, never "_": Jellyfin splits its channel ids ("hdhr_4.1") on "_".
+GUIDE_NUMBER = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?\Z")
+MAX_GUIDE_HOURS = 14 * 24
+MAX_LOGO_BYTES = 1024 * 1024
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+
+
+def image_type(head: bytes) -> str | None:
+    """The Content-Type of an image from its first bytes, or None if it is none we serve."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in _IMAGE_MAGIC if head.startswith(magic)), None)
+
+
+# Relay loops: a relay that pulls, directly or through other relays of this instance,
+# from itself would start a pull that starts itself, for ever.
+
+LOCAL_NAMES = {"localhost", "localhost.localdomain", "0.0.0.0", "::", "::1", "ip6-localhost"}
+
+
+def is_local_host(host: str) -> bool:
+    host = host.lower().strip("[]")
+    return host in LOCAL_NAMES or host.startswith("127.") or host in (socket.gethostname().lower(),
+                                                                        socket.getfqdn().lower())
+
+
+def same_listener(host: str, port: int, listen: tuple[str, int]) -> bool:
+    """Whether host:port reaches the instance listening on `listen` (loopback and 0.0.0.0 alike)."""
+    listen_host, listen_port = listen
+    if port != listen_port:
+        return False
+    if host.lower().strip("[]") == listen_host.lower():
+        return True
+    # Listening on every address, or both on this machine's loopback: the same socket.
+    return is_local_host(host) and (is_local_host(listen_host) or listen_host in ("", "0.0.0.0", "::"))
+
+
+CHANNEL_PATH = re.compile(r"/channels/([A-Za-z0-9_-]{1,64})\.ts\Z")
+TUNER_PATH = re.compile(r"/auto/v([0-9.]+)\Z")  # the HDHomeRun tuner's, by guide number
+
+
+def relayed_channel(url: str, listen: tuple[str, int], numbers: dict[str, str]) -> str | None:
+    """The id of this instance's own channel that `url` asks for, or None if it is elsewhere.
+
+    numbers maps guide numbers to channel ids, for a URL of the tuner's /auto/v{number}."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not same_listener(parts.hostname or "", port, listen):
+        return None
+    if m := CHANNEL_PATH.match(parts.path):
+        return m.group(1)
+    if m := TUNER_PATH.match(parts.path):
+        return numbers.get(m.group(1))
+    return None
+
+
+def relay_loops(channels: list[Channel] | tuple[Channel, ...], listen: tuple[str, int],
+                path: str) -> list[ConfigError]:
+    """One error per relay channel whose chain of this instance's channels comes back to it."""
+    by_id = {c.id: c for c in channels}
+    numbers = {c.number: c.id for c in channels if getattr(c, "number", "")}
+    errors = []
+    for channel in channels:
+        seen = [channel.id]
+        current = channel
+        while isinstance(current.source, Relay):
+            target = relayed_channel(current.source.url, listen, numbers)
+            if target is None or target not in by_id:
+                break
+            if target in seen:
+                chain = " -> ".join(seen + [target])
+                errors.append(ConfigError(path, channel.source.line, "url",
+                                          f"relay loop: {channel.source.url} is this instance "
+                                          f"({listen[0]}:{listen[1]}) and leads back to channel "
+                                          f"{channel.id!r} ({chain})"))
+                break
+            seen.append(target)
+            current = by_id[target]
+    return errors
+
+
+def check_relay_loops(config: Config) -> None:
+    """Raise for a relay loop; for a listen address set after loading (--listen)."""
+    errors = relay_loops(config.channels, config.listen, config.path)
+    if errors:
+        first, *others = errors
+        first.others = others
+        raise first

@@ -86,3 +86,27 @@ def setup(level: str = "INFO") -> None:
 def set_role(role: str) -> None:
     """Called first thing in a forked child, so its lines say which process wrote them."""
     _ROLE["role"] = role
+
+
+class RepeatedLine:
+    """A log line that can come in a flood (accept failing while out of fds): said at once,
+    then at most once per `every` seconds, with how often it happened in between."""
+
+    def __init__(self, logger: logging.Logger, level: int, every: float = 10.0):
+        self.logger, self.level, self.every = logger, level, every
+        self.said_at: float | None = None
+        self.unsaid = 0
+
+    def say(self, message: str, now: float | None = None) -> bool:
+        """Log message unless it was said within `every` seconds; True if it was logged."""
+        import time
+
+        now = time.monotonic() if now is None else now
+        if self.said_at is not None and now - self.said_at < self.every:
+            self.unsaid += 1
+            return False
+        if self.unsaid:
+            message += f" (and {self.unsaid} more times in the last {now - self.said_at:.0f} s)"
+        self.logger.log(self.level, message)
+        self.said_at, self.unsaid = now, 0
+        return True

@@ -36,14 +36,6 @@ class MediaInfo:
     has_video: bool = True
 
 
-def default_state_dir() -> str:
-    # systemd's StateDirectory= sets STATE_DIRECTORY (a colon-separated list if several).
-    from_systemd = os.environ.get("STATE_DIRECTORY")
-    if from_systemd:
-        return from_systemd.split(":")[0]
-    return os.path.join(os.path.expanduser("~"), ".local", "state", "retrovue-air")
-
-
 def ffprobe_binary() -> str:
     found = shutil.which("ffprobe")
     if not found:

@@ -1,16 +1,18 @@
-"""The messages between the service's processes, and the sockets that carry them.
+"""The messages between the service's processes, and the private sockets that carry them.
 
-Three conversations, all on this machine:
-  front -> supervisor   StartStream, FrontReady, Pong          (SOCK_SEQPACKET socketpair)
-  supervisor -> front   WorkerSpawned, WorkerExited, Ping, Reload (same socketpair)
-  air worker -> front   StreamReady (+ the stream FD; again after each ffmpeg restart),
-                        StreamFailed                (datagram to the front's inbox)
-  front -> air worker   Stop                        (datagram to the worker's inbox)
+Two kinds of conversation, all on this machine, all over socketpairs that the
+supervisor makes before it forks (so no other process can name, reach or flood them):
+  control (front <-> supervisor, one per front)
+    front -> supervisor   StartStream, StopWorker, FrontReady, Pong
+    supervisor -> front   WorkerSpawned (+ the front's end of that worker's link),
+                          StartFailed, WorkerExited, Ping, Reload (+ a memfd holding the config)
+  link (front <-> one air worker, one per stream)
+    worker -> front       StreamReady (+ the stream FD; again after each ffmpeg restart),
+                          StreamFailed
+    front -> worker       Stop            (and the front closing its end means the same)
 
-Each message is one datagram of JSON. Inboxes are abstract-namespace Unix datagram
-sockets: they vanish with their last descriptor, so a crash leaves no file behind.
-Abstract sockets have no permissions, so every receiver asks the kernel for the
-sender's credentials (SO_PASSCRED) and drops what another user sent.
+Each message is one SOCK_SEQPACKET record of JSON: record boundaries are kept, and the
+peer's death is an EOF, never a silently dropped datagram.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from __future__ import annotations
 import array
 import json
 import os
+import pickle
 import socket
-import struct
 from dataclasses import asdict, dataclass, fields
 
-MAX_MESSAGE = 65536  # a whole config file fits (Reload)
-_UCRED = struct.Struct("3i")  # pid, uid, gid
+MAX_MESSAGE = 8192  # a reason with ffmpeg's stderr tail; a config travels in a memfd
+MAX_FDS = 4  # descriptors accepted with one message: more are closed unread
 
 
 class ProtocolError(Exception):
@@ -72,6 +74,22 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class StartFailed:
+    """The supervisor could not start a worker for the stream (fork failed, unknown channel)."""
+    channel: str
+    stream: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class StopWorker:
+    """The front asks the supervisor to stop a worker that did not stop on its own (or cannot be told)."""
+    channel: str
+    stream: int
+    pid: int
+
+
+@dataclass(frozen=True)
 class FrontReady:
     """The front is serving: the supervisor may tell systemd READY=1."""
 
@@ -89,19 +107,19 @@ class Pong:
 
 @dataclass(frozen=True)
 class Reload:
-    """A new, already validated configuration (SIGHUP)."""
+    """A new, already validated configuration (SIGHUP); the Config itself comes in a memfd."""
     path: str
-    text: str
 
 
-MESSAGES = {cls.__name__: cls for cls in (StartStream, WorkerSpawned, WorkerExited, StreamReady,
-                                          StreamFailed, Stop, FrontReady, Ping, Pong, Reload)}
-Message = (StartStream | WorkerSpawned | WorkerExited | StreamReady | StreamFailed | Stop | FrontReady
-           | Ping | Pong | Reload)
+MESSAGES = {cls.__name__: cls for cls in (StartStream, WorkerSpawned, StartFailed, WorkerExited, StreamReady,
+                                          StreamFailed, Stop, StopWorker, FrontReady, Ping, Pong, Reload)}
+Message = (StartStream | WorkerSpawned | StartFailed | WorkerExited | StreamReady | StreamFailed | Stop
+           | StopWorker | FrontReady | Ping | Pong | Reload)
+_TYPES = {"str": str, "int": int}
 
 
 def encode(message: Message) -> bytes:
-    data = json.dumps({"type": type(message).__name__, **asdict(message)}).encode()
+    data = json.dumps({"type": type(message).__name__, **asdict(message)}, ensure_ascii=False).encode()
     if len(data) > MAX_MESSAGE:
         raise ProtocolError(f"{type(message).__name__} is {len(data)} bytes, over {MAX_MESSAGE}")
     return data
@@ -111,75 +129,46 @@ def decode(data: bytes) -> Message:
     try:
         obj = json.loads(data)
         cls = MESSAGES[obj.pop("type")]
-        names = {f.name: f.type for f in fields(cls)}
+        names = {f.name: _TYPES[f.type] for f in fields(cls)}
         if set(obj) != set(names):
             raise ProtocolError(f"{cls.__name__} with fields {sorted(obj)}")
         for name, value in obj.items():
-            if type(value).__name__ != names[name]:
+            # type(), not isinstance: a JSON true is an int to isinstance.
+            if type(value) is not names[name]:
                 raise ProtocolError(f"{cls.__name__}.{name} is {type(value).__name__}")
         return cls(**obj)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise ProtocolError(f"undecodable message {data[:80]!r}: {e}") from None
 
 
-def front_inbox_address(instance: str) -> bytes:
-    return f"\0retrovue-air/{instance}/front".encode()
-
-
-def air_inbox_address(instance: str, stream: int) -> bytes:
-    return f"\0retrovue-air/{instance}/air/{stream}".encode()
-
-
-def bind_inbox(address: bytes) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        sock.bind(address)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def send(sock: socket.socket, message: Message, address: bytes | None = None, fd: int | None = None) -> None:
-    """Send one message, with one descriptor attached when `fd` is given.
-
-    Python 3.11's socket.send_fds ignores its address, so an unconnected datagram
-    socket goes through sendmsg with SCM_RIGHTS directly.
-    """
+def send(sock: socket.socket, message: Message, fd: int | None = None) -> None:
+    """Send one message, with one descriptor attached when `fd` is given."""
     ancillary = []
     if fd is not None:
         ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd])))
-    if address is None:
-        sock.sendmsg([encode(message)], ancillary)
-    else:
-        sock.sendmsg([encode(message)], ancillary, 0, address)
+    sock.sendmsg([encode(message)], ancillary)
 
 
-def receive(sock: socket.socket) -> tuple[Message, list[int]]:
+def receive(sock: socket.socket) -> tuple[Message | None, list[int]]:
     """Receive one message and the descriptors that came with it (the caller owns them).
 
-    Raises BlockingIOError when nothing is queued, ProtocolError for a message that is
-    not ours: undecodable, or sent by another user (its descriptors are closed here).
+    Returns (None, []) at EOF: the peer is gone. Raises BlockingIOError when nothing is
+    queued, ProtocolError for a message that is not ours (its descriptors are closed here).
     """
-    data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * 4)
-                                           + socket.CMSG_SPACE(_UCRED.size))
+    try:
+        data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * 4))
+    except (ConnectionResetError, BrokenPipeError):
+        return None, []
     fds: list[int] = []
-    sender_uid = None
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             fds.extend(array.array("i", payload[:usable]))
-        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-            _, sender_uid, _ = _UCRED.unpack(payload[: _UCRED.size])
+    if not data and not fds:
+        return None, []
     try:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             raise ProtocolError("truncated message")
-        if sender_uid is None and sock.type == socket.SOCK_DGRAM:
-            raise ProtocolError("message without sender credentials")
-        if sender_uid is not None and sender_uid != os.geteuid():
-            raise ProtocolError(f"message from uid {sender_uid}, not ours")
         return decode(data), fds
     except ProtocolError:
         for fd in fds:
@@ -187,6 +176,46 @@ def receive(sock: socket.socket) -> tuple[Message, list[int]]:
         raise
 
 
-def control_pair() -> tuple[socket.socket, socket.socket]:
-    """The supervisor's end and the front's end of their private control channel."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+def receive_some(sock: socket.socket, limit: int = 64):
+    """Yield up to `limit` messages queued on sock as (message, fds); (None, []) once at EOF.
+
+    Bounded, so that one busy peer cannot hold the loop; a message that is not ours is
+    skipped (the caller is told through `rejected`)."""
+    for _ in range(limit):
+        try:
+            message, fds = receive(sock)
+        except BlockingIOError:
+            return
+        except ProtocolError as e:
+            yield e, []
+            continue
+        yield message, fds
+        if message is None:
+            return
+
+
+def socket_pair() -> tuple[socket.socket, socket.socket]:
+    """A private, connected pair for one conversation (control, or one worker's link)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return a, b
+
+
+def send_config(sock: socket.socket, message: Reload, config) -> None:
+    """Send a validated Config, parsed once by the supervisor, through a memfd.
+
+    A memfd has no size limit, unlike one message; pickle is safe here because both
+    ends are this program, over a socketpair no other process can reach."""
+    fd = os.memfd_create("retrovue-air-config", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            pickle.dump(config, f)
+        send(sock, message, fd=fd)
+    finally:
+        os.close(fd)
+
+
+def read_config(fd: int):
+    """The Config from a memfd that send_config sent (closes the fd)."""
+    with open(fd, "rb") as f:
+        f.seek(0)
+        return pickle.load(f)

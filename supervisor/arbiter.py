@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 import selectors
 import signal
 import socket
@@ -22,7 +21,7 @@ import prctl
 from air_worker.worker import run_air_worker
 from http_front.front import run_front
 from retrovue_air import child_process, config as configuration, wire
-from retrovue_air.config import Config
+from retrovue_air.config import Config, MediaFiles
 
 from .sd_notify import Notifier
 
@@ -31,12 +30,17 @@ log = logging.getLogger("supervisor")
 SHUTDOWN_GRACE_SECONDS = 4.0
 FRONT_RESTART_DELAY = 0.2
 LISTEN_BACKLOG = 4096
+# A worker told to stop (SIGTERM) that has not exited after this is killed: one stopped
+# by a debugger or stuck in the kernel would otherwise hold its channel forever.
+STOP_GRACE_SECONDS = 3.0
 
 
 @dataclass
 class AirWorkerRecord:
     channel: str
     stream: int
+    generation: int  # the front it was started for: only that front hears of its exit
+    stop_deadline: float | None = None  # told to stop; killed if still here then
 
 
 def describe_status(status: int) -> str:
@@ -75,10 +79,23 @@ def drop_privileges(user: str) -> None:
         log.warning("not root: cannot switch to user %r; running as uid %d", user, os.geteuid())
         return
     entry = pwd.getpwnam(user)
-    os.setgroups([])
+    # The user's supplementary groups come along: media often sits behind a group.
+    os.initgroups(entry.pw_name, entry.pw_gid)
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
     log.info("running as user %s (uid %d)", user, entry.pw_uid)
+
+
+def check_media_readable(config: Config) -> None:
+    """Say at start which media files the user we run as cannot read (as that user, after the drop)."""
+    import pwd
+
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    for channel in config.channels:
+        if isinstance(channel.source, MediaFiles):
+            for path in channel.source.paths:
+                if not os.access(path, os.R_OK):
+                    log.error("channel %s: %s is not readable by user %s", channel.id, path, user)
 
 
 class Supervisor:
@@ -87,18 +104,17 @@ class Supervisor:
     def __init__(self, config: Config, listener: socket.socket):
         self.config = config
         self.listener = listener
-        self.instance = secrets.token_hex(6)
         self.pid = os.getpid()
         self.front_pid: int | None = None
+        # Each front gets the next generation; its stream ids are its own (see Front).
+        self.generation = 0
         self.control: socket.socket | None = None
         self.workers: dict[int, AirWorkerRecord] = {}
         self.stopping = False
         self.front_restart_at: float | None = None
+        self.started = time.monotonic()
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
-        # Bound once, here, and kept: workers can always reach the front's inbox,
-        # including across a restart of the front.
-        self.front_inbox = wire.bind_inbox(wire.front_inbox_address(self.instance))
         self.notifier = Notifier.from_environ(os.environ)
         self.ready_sent = False
         self.last_pong: float | None = None
@@ -109,6 +125,7 @@ class Supervisor:
     def run(self) -> int:
         if self.config.user:
             drop_privileges(self.config.user)
+        check_media_readable(self.config)
         prctl.set_child_subreaper(1)
         prctl.set_proctitle("retrovue-air: supervisor")
         self.wake_w.setblocking(False)
@@ -131,7 +148,9 @@ class Supervisor:
                 self.check_deadlines()
         finally:
             self.close()
-        log.info("stopped")
+        usage = os.times()
+        log.info("stopped after %.2f s, using %.2f s of CPU", time.monotonic() - self.started,
+                 usage.user + usage.system)
         return 0
 
     def children(self) -> list[int]:
@@ -139,7 +158,8 @@ class Supervisor:
 
     def timeout(self) -> float | None:
         deadlines = [self.next_ping, self.front_restart_at,
-                     self.shutdown_deadline if self.stopping else None]
+                     self.shutdown_deadline if self.stopping else None,
+                     *(w.stop_deadline for w in self.workers.values())]
         due = [d for d in deadlines if d is not None]
         return max(0.0, min(due) - time.monotonic()) if due else None
 
@@ -165,6 +185,11 @@ class Supervisor:
         if self.stopping and now >= self.shutdown_deadline and self.children():
             self.murder(self.children())
             self.shutdown_deadline = now + SHUTDOWN_GRACE_SECONDS
+        overdue = [pid for pid, w in self.workers.items() if w.stop_deadline is not None and w.stop_deadline <= now]
+        for pid in overdue:
+            log.warning("air_worker pid %d did not stop within %g s: killing it", pid, STOP_GRACE_SECONDS)
+            self.workers[pid].stop_deadline = None
+            self.kill([pid], signal.SIGKILL)
         if self.front_restart_at is not None and now >= self.front_restart_at and not self.stopping:
             self.front_restart_at = None
             self.spawn_front()
@@ -185,25 +210,33 @@ class Supervisor:
         self.stop("SIGINT")
 
     def handle_hup(self) -> None:
-        """Reload the configuration: the front applies it; a broken file changes nothing."""
+        """Reload the configuration: parsed here, once; the front applies it; a broken file changes nothing."""
         path = self.config.path
         self.notifier.reloading()
         try:
-            if path == configuration.BUILT_IN:
-                text = configuration.default_config_text()
-            else:
-                with open(path, encoding="utf-8") as f:
-                    text = f.read()
-            new = configuration.parse(text, path)
-        except (OSError, UnicodeDecodeError, configuration.ConfigError) as e:
+            new = configuration.load_default() if path == configuration.BUILT_IN else configuration.load(path)
+        except configuration.ConfigError as e:
             log.error("SIGHUP: configuration refused, keeping the running one: %s", e)
             self.notifier.ready()
             return
         if new.listen != self.config.listen:
             log.warning("SIGHUP: the listen address changes only on a restart")
         new = replace(new, listen=self.config.listen, user=self.config.user)
+        try:
+            configuration.check_relay_loops(new)  # against the address actually served (--listen)
+        except configuration.ConfigError as e:
+            log.error("SIGHUP: configuration refused, keeping the running one: %s", e)
+            self.notifier.ready()
+            return
+        if self.control is not None and self.front_pid is not None:
+            try:
+                wire.send_config(self.control, wire.Reload(path), new)
+            except (OSError, wire.ProtocolError) as e:
+                log.error("SIGHUP: cannot hand the configuration to the front (%s): keeping the running one", e)
+                self.notifier.ready()
+                return
         self.config = new
-        self.tell_front(wire.Reload(path, text))
+        check_media_readable(new)
         log.info("SIGHUP: configuration reloaded from %s: %d channels", path, len(new.channels))
         self.notifier.ready(self.status_text())
 
@@ -224,38 +257,49 @@ class Supervisor:
 
     # Children: spawn, reap, kill
 
-    def fork(self) -> int:
-        """fork(); in the child, drop the supervisor's own loop: its signals, selector, wakeup pair.
+    def spawn(self, role: str, run, keep: tuple[socket.socket, ...]) -> int:
+        """Fork a child that runs run() and exits with its code (raises OSError if fork fails).
 
-        The caller's child branch closes what else it does not need (the listener, the
-        control socket, the inboxes), since that differs by role."""
+        In the child, the supervisor's own loop goes (its signals, selector, wakeup pair)
+        and every socket of ours that the role does not keep is closed."""
         pid = os.fork()
-        if pid == 0:
+        if pid:
+            return pid
+        code = 1
+        try:
             signal.set_wakeup_fd(-1)
             for signum in self.SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             self.sel.close()
-            self.wake_r.close()
-            self.wake_w.close()
             self.notifier.close()
-        return pid
+            for sock in (self.wake_r, self.wake_w, self.control, self.listener):
+                if sock is not None and sock not in keep:
+                    sock.close()
+            code = run()
+        except BaseException:
+            log.exception("the %s failed", role)
+        finally:
+            child_process.finish(code)
 
     def spawn_front(self) -> None:
-        sup_end, front_end = wire.control_pair()
-        pid = self.fork()
-        if pid == 0:
-            code = 1
-            try:
-                sup_end.close()
-                if self.control is not None:
-                    self.control.close()
-                child_process.become("http_front", "http_front", self.pid)
-                code = run_front(self.config, self.listener, front_end, self.front_inbox, self.instance)
-            except BaseException:
-                log.exception("the front failed")
-            finally:
-                child_process.finish(code)
-        front_end.close()
+        sup_end, front_end = wire.socket_pair()
+        self.generation += 1
+        generation, config = self.generation, self.config
+
+        def run() -> int:
+            sup_end.close()
+            child_process.become("http_front", "http_front", self.pid)
+            return run_front(config, self.listener, front_end, generation)
+
+        try:
+            pid = self.spawn("http_front", run, keep=(self.listener,))
+        except OSError as e:
+            log.error("cannot start http_front (%s): trying again", e)
+            sup_end.close()
+            self.front_restart_at = time.monotonic() + 1.0
+            return
+        finally:
+            front_end.close()
         if self.control is not None:
             self.sel.unregister(self.control)
             self.control.close()
@@ -266,30 +310,47 @@ class Supervisor:
         log.info("started http_front pid %d", pid)
 
     def spawn_air_worker(self, channel_id: str, stream: int) -> None:
+        """Start the stream's worker, with a private link to the front; any failure is the front's 503."""
         channel = self.config.channel(channel_id)
         if channel is None:
-            log.error("the front asked for unknown channel %r", channel_id)
+            self.start_failed(channel_id, stream, f"channel {channel_id} is not in the configuration")
             return
-        # The worker's inbox is bound before the fork, so a STOP can never be sent
-        # to an address that does not exist yet.
-        inbox = wire.bind_inbox(wire.air_inbox_address(self.instance, stream))
-        pid = self.fork()
-        if pid == 0:
-            code = 1
-            try:
-                self.control.close()
-                self.listener.close()
-                front_address = wire.front_inbox_address(self.instance)
-                self.front_inbox.close()
-                code = run_air_worker(channel, self.config, stream, inbox, front_address, self.pid)
-            except BaseException:
-                log.exception("the air worker failed")
-            finally:
-                child_process.finish(code)
-        inbox.close()
-        self.workers[pid] = AirWorkerRecord(channel_id, stream)
+        # The link is made before the fork: the worker's end exists before the front
+        # could want to tell it anything, and nobody else can name it.
+        worker_end, front_end = wire.socket_pair()
+        config = self.config
+
+        def run() -> int:
+            front_end.close()
+            return run_air_worker(channel, config, stream, worker_end, self.pid)
+
+        try:
+            pid = self.spawn(f"air worker of channel {channel_id}", run, keep=())
+        except OSError as e:
+            front_end.close()
+            self.start_failed(channel_id, stream, f"cannot start an air worker: {e.strerror}")
+            return
+        finally:
+            worker_end.close()
+        self.workers[pid] = AirWorkerRecord(channel_id, stream, self.generation)
         log.info("channel %s: started air_worker pid %d for stream %d", channel_id, pid, stream)
-        self.tell_front(wire.WorkerSpawned(channel_id, stream, pid))
+        try:
+            self.tell_front(wire.WorkerSpawned(channel_id, stream, pid), fd=front_end.fileno())
+        finally:
+            front_end.close()
+
+    def start_failed(self, channel_id: str, stream: int, reason: str) -> None:
+        log.error("channel %s: stream %d not started: %s", channel_id, stream, reason)
+        self.tell_front(wire.StartFailed(channel_id, stream, reason))
+
+    def stop_worker(self, pid: int, why: str) -> None:
+        """SIGTERM now, SIGKILL after STOP_GRACE_SECONDS if it is still here."""
+        record = self.workers.get(pid)
+        if record is None or record.stop_deadline is not None:
+            return
+        log.info("channel %s: stopping air_worker pid %d: %s", record.channel, pid, why)
+        record.stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
+        self.kill([pid], signal.SIGTERM)
 
     def reap(self) -> None:
         while True:
@@ -304,9 +365,10 @@ class Supervisor:
                 self.front_exited(how)
             elif pid in self.workers:
                 record = self.workers.pop(pid)
-                level = logging.INFO if status == 0 or self.stopping else logging.WARNING
+                level = logging.INFO if status == 0 or self.stopping or record.stop_deadline else logging.WARNING
                 log.log(level, "channel %s: air_worker pid %d %s", record.channel, pid, how)
-                self.tell_front(wire.WorkerExited(record.channel, record.stream, pid, how))
+                if record.generation == self.generation:  # an older front's worker is no news to this one
+                    self.tell_front(wire.WorkerExited(record.channel, record.stream, pid, how))
             else:
                 # We are a subreaper: an orphaned grandchild (an ffmpeg whose worker died) lands here.
                 log.info("reaped orphan pid %d (%s)", pid, how)
@@ -317,7 +379,8 @@ class Supervisor:
             log.info("http_front %s", how)
             return
         log.error("http_front %s; stopping all streams and restarting it", how)
-        self.kill(list(self.workers), signal.SIGTERM)
+        for pid in list(self.workers):
+            self.stop_worker(pid, "its front is gone")
         self.front_restart_at = time.monotonic() + FRONT_RESTART_DELAY
 
     def kill(self, pids: list[int], signum: int) -> None:
@@ -334,22 +397,25 @@ class Supervisor:
     # The front
 
     def read_control(self) -> None:
-        while True:
-            try:
-                data = self.control.recv(wire.MAX_MESSAGE)
-            except BlockingIOError:
+        for message, fds in wire.receive_some(self.control):
+            for fd in fds:  # the front sends none
+                os.close(fd)
+            if message is None:  # the front is gone: reap() hears of it
+                self.sel.unregister(self.control)
+                self.control.close()
+                self.control = None
                 return
-            except OSError:
-                data = b""
-            if not data:
-                return  # the front is gone: reap() hears of it
-            try:
-                message = wire.decode(data)
-            except wire.ProtocolError as e:
-                log.error("bad message from the front: %s", e)
-                continue
-            if isinstance(message, wire.StartStream) and not self.stopping:
-                self.spawn_air_worker(message.channel, message.stream)
+            if isinstance(message, wire.ProtocolError):
+                log.error("bad message from the front: %s", message)
+            elif isinstance(message, wire.StartStream):
+                if self.stopping:
+                    self.start_failed(message.channel, message.stream, "the service is stopping")
+                else:
+                    self.spawn_air_worker(message.channel, message.stream)
+            elif isinstance(message, wire.StopWorker):
+                record = self.workers.get(message.pid)
+                if record is not None and record.stream == message.stream:
+                    self.stop_worker(message.pid, "it did not stop when told")
             elif isinstance(message, wire.FrontReady):
                 self.last_pong = time.monotonic()
                 if not self.ready_sent:
@@ -360,11 +426,11 @@ class Supervisor:
                 self.last_pong = time.monotonic()
                 self.notifier.status(f"serving {self.status_text(message.viewers, message.live_channels)}")
 
-    def tell_front(self, message: wire.Message) -> None:
+    def tell_front(self, message: wire.Message, fd: int | None = None) -> None:
         if self.control is None or self.front_pid is None:
             return
         try:
-            wire.send(self.control, message)
+            wire.send(self.control, message, fd=fd)
         except OSError as e:
             if e.errno not in (errno.EPIPE, errno.ECONNRESET):
                 log.error("cannot tell the front: %s", e)
@@ -373,6 +439,6 @@ class Supervisor:
         self.notifier.close()
         signal.set_wakeup_fd(-1)
         self.sel.close()
-        for sock in (self.control, self.front_inbox, self.wake_r, self.wake_w, self.listener):
+        for sock in (self.control, self.wake_r, self.wake_w, self.listener):
             if sock is not None:
                 sock.close()

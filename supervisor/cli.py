@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = _with_listen(cfg, config.parse_listen(args.listen))
             except ValueError as e:
                 raise config.ConfigError("--listen", None, None, str(e)) from None
+            config.check_relay_loops(cfg)  # the file's own listen was checked when it loaded
     except config.ConfigError as e:
         log.error("bad configuration: %s", e)
         return 2

@@ -16,8 +16,14 @@ def service_factory(tmp_path, request):
     """Start the service on a test config; on teardown stop it and check that nothing leaked."""
     started: list[Service] = []
 
-    def start(env: dict | None = None, port: int | None = None, **config) -> Service:
-        service = Service(write_config(tmp_path, **config), env=env, port=port)
+    def start(env: dict | None = None, port: int | None = None, config_text: str | None = None,
+              **config) -> Service:
+        if config_text is None:
+            path = write_config(tmp_path, **config)
+        else:  # a whole config of the test's own: several services of one test each have one
+            path = tmp_path / f"retrovue-air-{len(started)}.toml"
+            path.write_text(config_text)
+        service = Service(path, env=env, port=port)
         started.append(service)
         return service
 

@@ -94,13 +94,14 @@ def zombies_under(proc: psutil.Process) -> list[psutil.Process]:
 class Service:
     """One running retrovue-air (python -m supervisor), its log, and its processes."""
 
-    def __init__(self, config_path: Path, env: dict | None = None, port: int | None = None):
+    def __init__(self, config_path: Path, env: dict | None = None, port: int | None = None,
+                 wrapper: list[str] = ()):
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "--config", str(config_path),
+            [*wrapper, sys.executable, "-m", "supervisor", "--config", str(config_path),
              "--listen", f"127.0.0.1:{self.port}", "--log-level", os.environ.get("TEST_LOG_LEVEL", "INFO")],
             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env={**os.environ, **(env or {})})
@@ -275,3 +276,82 @@ class Reader(threading.Thread):
         self.viewer.sock.shutdown(socket.SHUT_RDWR)
         self.join(timeout=10)
         self.viewer.close()
+
+
+# Several instances in a tree (origin, edges) with a real HAProxy in front.
+
+def relay_config(origin: str, channel_ids=("1", "2"), extra_top: str = "") -> str:
+    """An edge's whole config: each channel relays the channel of the same id at origin (http://HOST:PORT)."""
+    text = f"max_connections_per_address = 4096\n{extra_top}\n"
+    for channel_id in channel_ids:
+        text += (f'\n[[channel]]\nid = "{channel_id}"\nname = "Relay {channel_id}"\nsource = "relay"\n'
+                 f'url = "{origin}/channels/{channel_id}.ts"\n')
+    return text
+
+
+def cluster_demo_module():
+    """deploy/cluster_demo.py, which renders deploy/haproxy.cfg for given ports."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cluster_demo", ROOT / "deploy" / "cluster_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class HAProxy:
+    """HAProxy in the foreground on deploy/haproxy.cfg, with this test's port and edges."""
+
+    def __init__(self, tmp_path: Path, edges: list[Service]):
+        binary = require_tool("haproxy")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.names = {f"edge{n}": edge for n, edge in enumerate(edges, 1)}
+        self.stats_socket = str(tmp_path / "haproxy.sock")
+        text = cluster_demo_module().haproxy_config(
+            (ROOT / "deploy" / "haproxy.cfg").read_text(), f"127.0.0.1:{self.port}",
+            [(name, f"127.0.0.1:{edge.port}") for name, edge in self.names.items()], self.stats_socket)
+        self.config = tmp_path / "haproxy.cfg"
+        self.config.write_text(text)
+        self.log = open(tmp_path / "haproxy.log", "w+")
+        self.proc = subprocess.Popen([binary, "-db", "-f", str(self.config)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_until(lambda: self.proc.poll() is not None or set(self.up_servers()) == set(self.names), 20,
+                   "HAProxy answering with every edge up")
+        assert self.proc.poll() is None, self.log_text()
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(self.stats_socket)
+            s.sendall(line.encode() + b"\n")
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        return out.decode()
+
+    def up_servers(self) -> list[str]:
+        """The edges HAProxy's health checks consider up (`show servers state`)."""
+        try:
+            text = self.command("show servers state edges")
+        except OSError:
+            return []
+        # Columns: be_id be_name srv_id srv_name srv_addr srv_op_state ...; 2 is running.
+        rows = [line.split() for line in text.splitlines()[2:] if line.strip()]
+        return [row[3] for row in rows if len(row) > 5 and row[5] == "2"]
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def log_text(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()

@@ -1,7 +1,8 @@
-"""GET /metrics, the status page (in a real headless Chromium) and the M3U playlists."""
+"""GET /metrics and the status page (in a real headless Chromium)."""
 
 from __future__ import annotations
 
+import selectors
 import shutil
 import struct
 import subprocess
@@ -16,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness import ROOT, Reader, require_tool, wait_until
 from http_front import metrics, status_page
 from http_front.channel_lifecycle import ChannelLifecycle, State
-from http_front.front import Channel
+from http_front.answers import FrontState
+from http_front.channel import Channel
 from retrovue_air import config
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -129,17 +131,13 @@ def png_facts(data: bytes) -> tuple[int, int, int]:
     return width, height, len(set(zlib.decompress(bytes(idat))))
 
 
-def fake_front(*channels: Channel):
-    class FakeFront:
-        pass
-    front = FakeFront()
-    front.channels = {c.id: c for c in channels}
-    front.viewers = {}
-    return front
+def fake_front(*channels: Channel) -> FrontState:
+    return FrontState(config.load_default(), channels, 0)
 
 
 def channel(cid: str, name: str, source=config.TestPattern(440), **kwargs) -> Channel:
-    return Channel(config.Channel(id=cid, name=name, source=source, **kwargs), ChannelLifecycle(cid))
+    return Channel(config.Channel(id=cid, name=name, source=source, **kwargs),
+                   ChannelLifecycle(cid, next_stream=iter(range(1, 99)).__next__), selectors.DefaultSelector())
 
 
 def vanished_pid() -> int:
@@ -289,30 +287,3 @@ def test_status_page_in_headless_chromium_shows_a_live_channel(service, tmp_path
     drain.finish()
     service.wait_idle()
 
-
-# M3U playlists
-
-
-def test_m3u_playlists_use_the_host_the_client_used(service):
-    host = "tv.example.net:8123"
-    every = requests.get(service.url("/channels.m3u"), headers={"Host": host}, timeout=5)
-    assert every.status_code == 200 and every.headers["content-type"] == "audio/x-mpegurl"
-    lines = every.text.splitlines()
-    assert lines[0] == "#EXTM3U"
-    assert lines[1:] == ['#EXTINF:-1 tvg-id="1" tvg-name="Test One",Test One', f"http://{host}/channels/1.ts",
-                         '#EXTINF:-1 tvg-id="2" tvg-name="Test Two",Test Two', f"http://{host}/channels/2.ts"]
-
-    one = requests.get(service.url("/channels/1.m3u"), timeout=5)
-    assert one.status_code == 200
-    assert one.text.startswith("#EXTM3U\n")
-    assert f"http://127.0.0.1:{service.port}/channels/1.ts" in one.text
-    assert "/channels/2.ts" not in one.text
-    assert requests.get(service.url("/channels/nope.m3u"), timeout=5).status_code == 404
-    assert service.channels()["1"]["state"] == "idle", "a playlist does not start the channel"
-
-
-def test_m3u_names_stay_on_one_line():
-    odd = channel("x", 'Late\nNight "Movies"\r\n#EXTINF:-1,evil')
-    text = status_page.m3u([odd], "h:1").decode()
-    assert text.splitlines() == ["#EXTM3U", "#EXTINF:-1 tvg-id=\"x\" tvg-name=\"Late Night 'Movies' #EXTINF:-1,evil\","
-                                 "Late Night 'Movies' #EXTINF:-1,evil", "http://h:1/channels/x.ts"]

@@ -9,7 +9,7 @@ import pytest
 
 from http_front import responses
 from http_front.routes import ChannelList, Health, Refuse, Watch, route
-from http_front.viewer import MAX_REQUEST_HEAD
+from http_front.request_reader import MAX_REQUEST_HEAD
 
 IDS = frozenset({"1", "news_2", "a-b"})
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from http_front.stream_buffer import MAX_READ, TS_PACKET, StreamBuffer
+from http_front.stream_buffer import MAX_READ, StreamBuffer
+from http_front.ts_packets import TS_PACKET_SIZE as TS_PACKET
 
 
 def stream_bytes(start: int, n: int) -> bytes:
@@ -137,10 +138,18 @@ def test_arrival_times_stay_right_for_held_bytes_after_old_ones_are_forgotten():
         assert b.arrival_time(offset) == float(offset // 10)
 
 
-def test_copy_returns_a_range_across_the_wrap_including_unpublished_bytes():
+def test_grown_keeps_every_held_byte_at_its_offset_and_its_arrival_time():
     b = StreamBuffer(1000)
-    feed(b, 1900)
+    feed(b, 1900, now=5.0)
     b.publish()
-    assert b.published == 1880
-    assert b.copy(950, 1890) == stream_bytes(950, 940)
-    assert b.copy(1200, 1200) == b""
+    bigger = b.grown(4000)
+    assert (bigger.capacity, bigger.end, bigger.published, bigger.oldest) == (4000, 1900, b.published, 0)
+    got = b""
+    cursor = 900  # the smaller ring held [900, 1900): the bigger one holds it at the same offsets
+    while chunk := bigger.chunk(cursor):
+        got += bytes(chunk)
+        cursor += len(chunk)
+    assert got == stream_bytes(900, b.published - 900)
+    assert bigger.arrival_time(1500) == 5.0
+    feed(bigger, 3000)
+    assert bigger.oldest == 900  # it now holds 4,000 bytes

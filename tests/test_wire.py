@@ -5,7 +5,6 @@ from __future__ import annotations
 import array
 import os
 import socket
-import uuid
 
 import pytest
 
@@ -16,6 +15,9 @@ from retrovue_air.wire import (ProtocolError, StartStream, Stop, StreamFailed, S
 MESSAGES = [
     StartStream("1", 7),
     WorkerSpawned("1", 7, 4242),
+    wire.StartFailed("1", 7, "cannot start an air worker: Resource temporarily unavailable"),
+    wire.StopWorker("1", 7, 4242),
+    wire.Reload("/etc/retrovue-air.toml"),
     WorkerExited("news", 7, 4242, "killed by SIGKILL"),
     StreamReady("1", 7, 4243),
     StreamFailed("1", 7, "ffmpeg: Invalid argument \"é\"\n"),
@@ -33,6 +35,11 @@ def test_every_message_survives_encode_and_decode(message):
 def test_encoding_is_one_flat_json_object_with_its_type():
     assert wire.encode(WorkerExited("1", 3, 99, "exited 0")) == \
         b'{"type": "WorkerExited", "channel": "1", "stream": 3, "pid": 99, "status": "exited 0"}'
+
+
+def test_non_ascii_text_is_sent_as_utf8_not_escaped():
+    assert wire.encode(StreamFailed("1", 1, "Grüße")) == \
+        '{"type": "StreamFailed", "channel": "1", "stream": 1, "reason": "Grüße", "stderr_tail": ""}'.encode()
 
 
 def test_a_message_over_max_message_is_refused_when_encoded():
@@ -66,13 +73,12 @@ def test_deeply_nested_json_under_max_message_raises_protocol_error():
         wire.decode(data)
 
 
-# Over real sockets
+# Over real socketpairs
 
 @pytest.fixture
-def inboxes():
-    tag = uuid.uuid4().hex
-    a = wire.bind_inbox(f"\0retrovue-air-test/{tag}/a".encode())
-    b = wire.bind_inbox(f"\0retrovue-air-test/{tag}/b".encode())
+def pair():
+    a, b = wire.socket_pair()
+    b.setblocking(False)
     yield a, b
     a.close()
     b.close()
@@ -82,39 +88,53 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_inbox_addresses_are_abstract_and_distinct_per_stream():
-    assert wire.front_inbox_address("x").startswith(b"\0")
-    assert wire.air_inbox_address("x", 1) != wire.air_inbox_address("x", 2)
+def test_a_pair_is_private_seqpacket_with_no_name():
+    a, b = wire.socket_pair()
+    with a, b:
+        assert a.type == socket.SOCK_SEQPACKET and a.family == socket.AF_UNIX
+        assert a.getsockname() in ("", b"", None) and b.getpeername() in ("", b"", None)
 
 
-def test_binding_an_address_in_use_fails():
-    address = f"\0retrovue-air-test/{uuid.uuid4().hex}".encode()
-    first = wire.bind_inbox(address)
-    try:
-        with pytest.raises(OSError):
-            wire.bind_inbox(address)
-    finally:
-        first.close()
-
-
-def test_receive_on_an_empty_inbox_raises_blocking_io_error(inboxes):
+def test_receive_on_an_empty_socket_raises_blocking_io_error(pair):
     with pytest.raises(BlockingIOError):
-        wire.receive(inboxes[1])
+        wire.receive(pair[1])
 
 
-def test_send_and_receive_a_message_between_inboxes(inboxes):
-    a, b = inboxes
-    wire.send(a, Stop(5), b.getsockname())
-    wire.send(a, StreamFailed("2", 5, "gone"), b.getsockname())
+def test_send_and_receive_messages_in_order(pair):
+    a, b = pair
+    wire.send(a, Stop(5))
+    wire.send(a, StreamFailed("2", 5, "gone"))
     assert wire.receive(b) == (Stop(5), [])
     assert wire.receive(b) == (StreamFailed("2", 5, "gone"), [])
 
 
-def test_a_descriptor_sent_with_a_message_arrives_as_a_working_fd(inboxes):
-    a, b = inboxes
+def test_the_peer_closing_reads_as_none(pair):
+    a, b = pair
+    wire.send(a, Stop(1))
+    a.close()
+    assert wire.receive(b) == (Stop(1), [])
+    assert wire.receive(b) == (None, [])
+
+
+def test_receive_some_is_bounded_and_reports_bad_messages_without_stopping(pair):
+    a, b = pair
+    for i in range(5):
+        wire.send(a, Stop(i))
+    a.send(b"garbage")
+    wire.send(a, Stop(99))
+    got = list(wire.receive_some(b, limit=3))
+    assert got == [(Stop(0), []), (Stop(1), []), (Stop(2), [])]
+    rest = list(wire.receive_some(b))
+    assert [m for m, _ in rest[:2]] == [Stop(3), Stop(4)]
+    assert isinstance(rest[2][0], ProtocolError)
+    assert rest[3] == (Stop(99), [])
+
+
+def test_a_descriptor_sent_with_a_message_arrives_as_a_working_fd(pair):
+    a, b = pair
     r, w = os.pipe()
     try:
-        wire.send(a, StreamReady("1", 9, 1234), b.getsockname(), fd=w)
+        wire.send(a, StreamReady("1", 9, 1234), fd=w)
         message, fds = wire.receive(b)
         assert message == StreamReady("1", 9, 1234)
         [received] = fds
@@ -127,14 +147,13 @@ def test_a_descriptor_sent_with_a_message_arrives_as_a_working_fd(inboxes):
         os.close(w)
 
 
-def test_a_rejected_message_with_scm_rights_has_its_fds_closed(inboxes):
-    a, b = inboxes
+def test_a_rejected_message_with_scm_rights_has_its_fds_closed(pair):
+    a, b = pair
     r, w = os.pipe()
     try:
         before = fd_count()
         for _ in range(5):
-            a.sendmsg([b'{"type": "Nope"}'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]))],
-                      0, b.getsockname())
+            a.sendmsg([b'{"type": "Nope"}'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]))])
             with pytest.raises(ProtocolError):
                 wire.receive(b)
         assert fd_count() == before
@@ -148,24 +167,15 @@ def test_a_rejected_message_with_scm_rights_has_its_fds_closed(inboxes):
             os.close(w)
 
 
-def test_a_datagram_without_sender_credentials_is_rejected():
-    tag = uuid.uuid4().hex
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # no SO_PASSCRED
-    receiver.bind(f"\0retrovue-air-test/{tag}".encode())
-    receiver.setblocking(False)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-            wire.send(sender, Stop(1), receiver.getsockname())
-        with pytest.raises(ProtocolError, match="credentials"):
-            wire.receive(receiver)
-    finally:
-        receiver.close()
+def test_a_config_of_any_size_travels_whole_through_a_memfd(pair):
+    from retrovue_air import config as configuration
 
-
-def test_control_pair_carries_messages_both_ways():
-    supervisor, front = wire.control_pair()
-    with supervisor, front:
-        wire.send(front, StartStream("1", 1))
-        assert wire.decode(supervisor.recv(wire.MAX_MESSAGE)) == StartStream("1", 1)
-        wire.send(supervisor, WorkerSpawned("1", 1, 77))
-        assert wire.receive(front) == (WorkerSpawned("1", 1, 77), [])
+    a, b = pair
+    text = "# Grüße\n" * 20_000 + configuration.default_config_text()
+    config = configuration.parse(text, "/etc/big.toml")
+    before = fd_count()
+    wire.send_config(a, wire.Reload("/etc/big.toml"), config)
+    message, [fd] = wire.receive(b)
+    assert message == wire.Reload("/etc/big.toml")
+    assert wire.read_config(fd) == config
+    assert fd_count() == before

@@ -1,0 +1,165 @@
+"""http_pull: copy an HTTP MPEG-TS stream's body to stdout; a relay's Air worker runs it where
+another channel runs ffmpeg (`python -m air_worker.http_pull URL`).
+
+Why not `ffmpeg -c copy`: the origin's stream is already what the front wants (aligned TS,
+PAT/PMT before each keyframe), so there is nothing to remux, and ffmpeg's probing and
+muxer start-up cost a cold join through an edge about 1.3 s before its first byte, against
+tens of milliseconds here (bench/relay.py). Like ffmpeg it is a child the worker restarts
+with backoff on a new socketpair, so the front's handling of a restarted stream applies.
+
+Exit status 0 when the origin ends the stream, 1 on any failure; the last line on stderr
+says why, as ffmpeg's does. Reconnecting is the worker's job, not this program's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import sys
+from urllib.parse import urljoin, urlsplit
+
+import h11
+
+# An origin silent this long is gone (a cut cable sends no FIN): exit, and be restarted.
+STALL_SECONDS = 5.0
+MAX_REDIRECTS = 5
+TS_PACKET = 188
+SYNC_PACKETS = 3  # sync bytes this many packets apart mark where packets begin
+USER_AGENT = "retrovue-air relay"
+
+
+class PullError(Exception):
+    pass
+
+
+def start_request(url: str) -> tuple[str, int, bool, h11.Connection, bytes]:
+    """(host, port, tls, the client connection, the GET request's bytes) for url."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PullError(f"{url}: not an http(s) URL")
+    port = parts.port or (443 if tls else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.netloc.rpartition("@")[2]
+    conn = h11.Connection(h11.CLIENT)
+    data = conn.send(h11.Request(method="GET", target=target, headers=[
+        ("Host", host), ("User-Agent", USER_AGENT), ("Accept", "*/*"), ("Connection", "close")]))
+    data += conn.send(h11.EndOfMessage())
+    return parts.hostname, port, tls, conn, data
+
+
+def open_stream(url: str) -> tuple[socket.socket, h11.Connection]:
+    """Connect and read the response head, following redirects; the body is next."""
+    for _ in range(MAX_REDIRECTS + 1):
+        host, port, tls, conn, request = start_request(url)
+        try:
+            sock = socket.create_connection((host, port), timeout=STALL_SECONDS)
+        except OSError as e:
+            raise PullError(f"{url}: {e.strerror or e}") from None
+        try:
+            if tls:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            sock.sendall(request)
+            event = next_event(sock, conn, url)
+            if not isinstance(event, h11.Response):
+                raise PullError(f"{url}: no response")
+            if event.status_code == 200:
+                return sock, conn
+            location = dict(event.headers).get(b"location")
+            if event.status_code in (301, 302, 303, 307, 308) and location:
+                sock.close()
+                url = urljoin(url, location.decode("latin-1"))
+                continue
+            reason = event.reason.decode("latin-1", "replace")
+            detail = first_body_line(sock, conn, url)
+            raise PullError(f"{url}: the origin answered {event.status_code} {reason}"
+                            + (f": {detail}" if detail else ""))
+        except BaseException:
+            sock.close()
+            raise
+    raise PullError(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+def next_event(sock: socket.socket, conn: h11.Connection, url: str):
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            raise PullError(f"{url}: bad HTTP from the origin: {e}") from None
+        if event is not h11.NEED_DATA:
+            return event
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            raise PullError(f"{url}: nothing from the origin for {STALL_SECONDS:g} s") from None
+        except OSError as e:
+            raise PullError(f"{url}: {e.strerror or e}") from None
+        conn.receive_data(data)
+
+
+def first_body_line(sock: socket.socket, conn: h11.Connection, url: str) -> str:
+    """The start of an error response's text (our origin says why it refused)."""
+    try:
+        event = next_event(sock, conn, url)
+    except PullError:
+        return ""
+    if isinstance(event, h11.Data):
+        return bytes(event.data[:300]).decode("utf-8", "replace").strip().splitlines()[0]
+    return ""
+
+
+def packet_start(data: bytes) -> int | None:
+    """The first offset with sync bytes SYNC_PACKETS packets in a row; None if none yet."""
+    for i in range(min(TS_PACKET, len(data))):
+        if all(i + k * TS_PACKET < len(data) and data[i + k * TS_PACKET] == 0x47 for k in range(SYNC_PACKETS)):
+            return i
+    return None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def pull(url: str, out: int) -> int:
+    sock, conn = open_stream(url)
+    with sock:
+        # A stream from elsewhere may begin mid-packet; the front's buffer must not.
+        head = b""
+        aligned = False
+        while True:
+            event = next_event(sock, conn, url)
+            if isinstance(event, h11.EndOfMessage):
+                print(f"{url}: the origin ended the stream", file=sys.stderr)
+                return 0
+            if not isinstance(event, h11.Data):
+                continue
+            if aligned:
+                write_all(out, event.data)
+                continue
+            head += event.data
+            start = packet_start(head)
+            if start is not None:
+                aligned = True
+                write_all(out, head[start:])
+            elif len(head) > 64 * TS_PACKET:
+                raise PullError(f"{url}: not an MPEG-TS stream (no sync bytes)")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m air_worker.http_pull URL", file=sys.stderr)
+        return 2
+    try:
+        return pull(argv[0], sys.stdout.fileno())
+    except PullError as e:
+        print(e, file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 1  # the front closed the stream: the worker is stopping us
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

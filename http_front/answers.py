@@ -1,0 +1,51 @@
+"""Answers to every request but a stream: route and state in, one complete response out. No sockets."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from retrovue_air.config import Config
+
+from . import metrics, presentation, responses, routes, status_page
+from .channel import Channel
+
+
+@dataclass(frozen=True)
+class FrontState:
+    """What the pages and /metrics show of the front, made per request: they read it, never change it."""
+    config: Config
+    channels: tuple[Channel, ...]
+    connections: int
+
+    @property
+    def viewers(self) -> int:
+        """Viewers tuned in (waiting or watching), all channels."""
+        return sum(c.lifecycle.viewer_count for c in self.channels)
+
+    @property
+    def active_channels(self) -> int:
+        """Channels with a viewer: each holds a tuner (max_active_channels)."""
+        return sum(1 for c in self.channels if c.lifecycle.viewer_count)
+
+
+def answer(r: routes.Route, host: str, state: FrontState) -> bytes | None:
+    """The whole response for route r; None for a stream (Watch, not HEAD), which the front serves."""
+    if isinstance(r, routes.Refuse):
+        return responses.text(r.status, r.text, r.headers)
+    if isinstance(r, routes.Health):
+        return responses.text(200, "ok", head_only=r.head_only)
+    if isinstance(r, routes.ChannelList):
+        body = [c.summary(state.config.expose_paths) for c in state.channels]
+        return responses.json_body(200, body, head_only=r.head_only)
+    if isinstance(r, routes.StatusPage):
+        return responses.body(200, "text/html; charset=utf-8", status_page.render(state, host), r.head_only)
+    if isinstance(r, routes.Metrics):
+        content_type, data = metrics.render(state)
+        return responses.body(200, content_type, data, r.head_only)
+    if isinstance(r, presentation.PRESENTATION_ROUTES):
+        schedules = {c.id: c.schedule for c in state.channels if c.schedule is not None}
+        return presentation.answer(r, state.config, schedules, host, time.time())
+    if r.head_only:
+        return responses.stream_head()
+    return None

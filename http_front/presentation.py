@@ -1,0 +1,84 @@
+"""The answer to a guide, playlist, logo or tuner request, as response bytes.
+
+Everything here is read from the configuration and the schedules, never from the front's
+live state, so the front only routes the request here and sends what comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from retrovue_air import device_id as device_ids
+from retrovue_air.config import MAX_LOGO_BYTES, Config, image_type
+
+from . import m3u, responses, routes, tuner, xmltv
+from .public_urls import base_url
+
+log = logging.getLogger("http_front")
+
+XML = "application/xml; charset=utf-8"
+PRESENTATION_ROUTES = (routes.Guide, routes.Playlist, routes.TunerPage, routes.Logo)
+
+
+def guide_numbers(config: Config) -> dict[str, str]:
+    """Guide number -> channel id, for routes.route."""
+    return {c.number: c.id for c in config.channels}
+
+
+def device(config: Config) -> tuner.Device:
+    return tuner.Device(config.device_id or device_ids.load_or_create(config.state_dir),
+                        config.friendly_name, config.max_active_channels)
+
+
+def answer(r: routes.Route, config: Config, schedules: Mapping[str, object], host: str, now: float) -> bytes:
+    """schedules: channel id -> its Schedule (anything with airings(start, end)); a channel
+    missing from it is listed with hour-long placeholders. now: unix time."""
+    base = base_url(config.public_url, host)
+    if isinstance(r, routes.Guide):
+        start, end = xmltv.window(now, config.guide_hours)
+        try:
+            listing = xmltv.listings(config.channels, schedules, start, end)
+        except Exception:  # a schedule's bug must cost the guide, not the front and its viewers
+            log.exception("the guide could not be made")
+            return responses.text(500, "the guide could not be made (see the log)", head_only=r.head_only)
+        return responses.body(200, XML, xmltv.render(listing, base), r.head_only)
+    if isinstance(r, routes.Playlist):
+        chosen = [config.channel(r.channel)] if r.channel else config.channels
+        return responses.body(200, m3u.CONTENT_TYPE, m3u.render(chosen, base), r.head_only)
+    if isinstance(r, routes.TunerPage):
+        return tuner_page(r, config, base)
+    if isinstance(r, routes.Logo):
+        return logo(r, config)
+    raise TypeError(f"not a presentation route: {r!r}")
+
+
+def tuner_page(r: routes.TunerPage, config: Config, base: str) -> bytes:
+    if r.page == "lineup.post":
+        return responses.body(200, "text/plain; charset=utf-8", b"")
+    if r.page == "discover.json":
+        return responses.json_body(200, tuner.discover(device(config), base), r.head_only)
+    if r.page == "lineup.json":
+        return responses.json_body(200, tuner.lineup(config.channels, base), r.head_only)
+    if r.page == "lineup_status.json":
+        return responses.json_body(200, tuner.lineup_status(), r.head_only)
+    return responses.body(200, XML, tuner.device_xml(device(config), base), r.head_only)
+
+
+def logo(r: routes.Logo, config: Config) -> bytes:
+    channel = config.channel(r.channel)
+    if channel is None or channel.logo is None:
+        return responses.text(404, f"channel {r.channel} has no logo", head_only=r.head_only)
+    if channel.logo.startswith(("http://", "https://")):
+        return responses.head(302, [("Location", channel.logo), ("Content-Length", "0")])
+    try:
+        with open(channel.logo, "rb") as f:
+            data = f.read(MAX_LOGO_BYTES + 1)
+    except OSError as e:
+        log.warning("channel %s: cannot read its logo %s: %s", channel.id, channel.logo, e.strerror)
+        return responses.text(404, f"channel {r.channel}'s logo is unavailable", head_only=r.head_only)
+    kind = image_type(data[:16])
+    if kind is None or len(data) > MAX_LOGO_BYTES:
+        log.warning("channel %s: its logo %s is no longer an image we serve", channel.id, channel.logo)
+        return responses.text(404, f"channel {r.channel}'s logo is unavailable", head_only=r.head_only)
+    return responses.body(200, kind, data, r.head_only)

@@ -1,0 +1,124 @@
+"""GET /xmltv.xml: the guide, as XMLTV that validates against Debian's xmltv.dtd.
+
+Built with ElementTree, so a title can never close an element or open one; characters XML 1.0
+cannot carry at all (control characters, lone surrogates from undecodable file names) are
+dropped first. Child elements follow the DTD's order, which strict readers enforce. Times are
+"YYYYMMDDhhmmss +HHMM": Jellyfin ignores the other offset forms the format allows.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone, tzinfo
+
+from retrovue_air.config import Channel, TestPattern
+from retrovue_air.schedule import Airing, Programme
+
+from .public_urls import logo_url
+
+PAST_SECONDS = 2 * 3600  # the guide keeps the last two hours, for "started 40 minutes ago"
+PLACEHOLDER_SECONDS = 3600
+GENERATOR = "retrovue-air"
+# No DOCTYPE: a relative SYSTEM "xmltv.dtd" sends validating readers looking for a file beside
+# the URL; the DTD is given to the validator instead (xmllint --dtdvalid).
+HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def window(now: float, guide_hours: float) -> tuple[float, float]:
+    return now - PAST_SECONDS, now + guide_hours * 3600
+
+
+def placeholder_airings(channel: Channel, start: float, end: float) -> list[Airing]:
+    """Hour-long entries, on the hour, for a channel without a schedule (a test pattern)."""
+    if isinstance(channel.source, TestPattern):
+        programme = Programme(path="", duration=PLACEHOLDER_SECONDS, title="Test pattern",
+                              description=f"A moving test pattern and a {channel.source.tone_hz} Hz tone.")
+    else:
+        programme = Programme(path="", duration=PLACEHOLDER_SECONDS, title=channel.name)
+    first = math.floor(start / PLACEHOLDER_SECONDS) * PLACEHOLDER_SECONDS
+    return [Airing(programme, t, t + PLACEHOLDER_SECONDS)
+            for t in range(int(first), int(math.ceil(end)), PLACEHOLDER_SECONDS)]
+
+
+def listings(channels: Iterable[Channel], schedules, start: float, end: float) -> list[tuple[Channel, list[Airing]]]:
+    """Each channel and what it airs in [start, end): from its schedule (schedules maps channel
+    id to an object with airings(start, end)), or hour-long placeholders if it has none."""
+    out = []
+    for channel in channels:
+        schedule = schedules.get(channel.id)
+        airings = schedule.airings(start, end) if schedule is not None else placeholder_airings(channel, start, end)
+        out.append((channel, sorted((a for a in airings if a.end > start and a.start < end), key=lambda a: a.start)))
+    return out
+
+
+def xmltv_time(t: float, tz: tzinfo = timezone.utc) -> str:
+    return datetime.fromtimestamp(math.floor(t), tz).strftime("%Y%m%d%H%M%S %z")
+
+
+def episode_numbers(programme: Programme) -> list[tuple[str, str]]:
+    """(system, text) pairs: xmltv_ns counts from zero ("0.1." is S01E02), onscreen does not."""
+    season = programme.season if programme.season and programme.season >= 1 else None
+    episode = programme.episode if programme.episode and programme.episode >= 1 else None
+    if season is None and episode is None:
+        return []
+    ns = f"{'' if season is None else season - 1}.{'' if episode is None else episode - 1}."
+    numbers = [("xmltv_ns", ns)]
+    if episode is not None:
+        numbers.append(("onscreen", f"{'' if season is None else f'S{season:02d}'}E{episode:02d}"))
+    return numbers
+
+
+def _text(value: object) -> str:
+    return NOT_XML.sub("", str(value))
+
+
+def _child(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, {k.replace("_", "-"): _text(v) for k, v in attrib.items()})
+    if text is not None:
+        element.text = _text(text)
+    return element
+
+
+def display_names(channel: Channel) -> list[str]:
+    # Plex and Jellyfin match a guide channel to a tuner channel by number or by name,
+    # and some by "number name": give all three.
+    return [f"{channel.number} {channel.name}", channel.number, channel.name]
+
+
+def render(listing: Sequence[tuple[Channel, Sequence[Airing]]], base: str, tz: tzinfo = timezone.utc) -> bytes:
+    tv = ET.Element("tv", {"source-info-url": _text(base), "source-info-name": GENERATOR,
+                           "generator-info-name": GENERATOR})
+    for channel, _ in listing:
+        element = _child(tv, "channel", id=channel.id)
+        for name in display_names(channel):
+            _child(element, "display-name", name)
+        logo = logo_url(base, channel)
+        if logo:
+            _child(element, "icon", src=logo)
+    for channel, airings in listing:
+        for airing in airings:
+            _programme(tv, channel, airing, tz)
+    ET.indent(tv, space=" ")
+    return (HEADER + ET.tostring(tv, encoding="unicode") + "\n").encode("utf-8")
+
+
+def _programme(tv: ET.Element, channel: Channel, airing: Airing, tz: tzinfo) -> None:
+    p = airing.programme
+    element = _child(tv, "programme", start=xmltv_time(airing.start, tz), stop=xmltv_time(airing.end, tz),
+                     channel=channel.id)
+    # In the DTD's order: title, sub-title, desc, category, episode-num.
+    _child(element, "title", p.title or "Untitled")
+    numbers = episode_numbers(p)
+    sub_title = getattr(p, "sub_title", "") or (f"Episode {p.episode}" if numbers and p.episode else "")
+    if sub_title:
+        _child(element, "sub-title", sub_title)
+    if p.description:
+        _child(element, "desc", p.description)
+    if p.category:
+        _child(element, "category", p.category)
+    for system, text in numbers:
+        _child(element, "episode-num", text, system=system)

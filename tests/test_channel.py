@@ -1,0 +1,195 @@
+"""Channel and Viewer decisions, with socketpairs for the stream and the viewers: no process, no loop."""
+
+from __future__ import annotations
+
+import itertools
+import selectors
+import socket
+
+import pytest
+
+from http_front.channel import Channel, Close
+from http_front.channel_lifecycle import Admit, ChannelLifecycle
+from http_front.request_reader import NEED_MORE, READ_CLOSED, Request
+from http_front.viewer import Phase, Sent, Viewer
+from retrovue_air import config
+
+PACKET = b"\x47" + bytes(187)
+STREAM = 7
+
+
+@pytest.fixture
+def selector():
+    with selectors.DefaultSelector() as sel:
+        yield sel
+
+
+class Rig:
+    """A live channel fed through a socketpair, and viewers on socketpairs whose far ends we hold."""
+
+    def __init__(self, selector, **channel_keys):
+        self.selector = selector
+        cfg = config.Channel(id="1", name="One", source=config.TestPattern(), video_kbps=100, audio_kbps=28,
+                             **channel_keys)
+        self.channel = Channel(cfg, ChannelLifecycle("1", next_stream=itertools.count(STREAM).__next__),
+                               selector)
+        self.feed, ours = socket.socketpair()
+        self.far_ends: dict[Viewer, socket.socket] = {}
+        self.first = self.viewer()
+        self.channel.lifecycle.tune_in(self.first)
+        self.channel.lifecycle.worker_spawned(STREAM, 100)
+        self.channel.lifecycle.stream_ready(STREAM, 101)
+        self.channel.stream_ready(ours, STREAM, max_lag_seconds=1.0)
+
+    def viewer(self) -> Viewer:
+        near, far = socket.socketpair()
+        near.setblocking(False)
+        viewer = Viewer(near, ("127.0.0.1", 1000 + len(self.far_ends)), 0.0, self.selector)
+        self.far_ends[viewer] = far
+        return viewer
+
+    def go_live(self, now: float = 0.0) -> None:
+        self.feed.sendall(PACKET * 10)
+        read = self.channel.read(now, 1.0, 0.2)
+        assert read.first_bytes and not read.closes
+        [admit] = self.channel.lifecycle.first_bytes(STREAM)
+        assert isinstance(admit, Admit) and admit.viewers == (self.first,)
+        self.channel.admit(self.first, from_start=True)
+
+    def close(self) -> None:
+        self.channel.close_stream()
+        self.feed.close()
+        for viewer, far in self.far_ends.items():
+            viewer.close()
+            far.close()
+
+
+@pytest.fixture
+def rig(selector):
+    r = Rig(selector)
+    yield r
+    r.close()
+
+
+def received(far: socket.socket) -> bytes:
+    far.setblocking(False)
+    out = b""
+    while True:
+        try:
+            chunk = far.recv(1 << 20)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_first_bytes_admit_the_waiting_viewer_from_the_start_of_the_stream(rig):
+    rig.go_live()
+    head, _, body = received(rig.far_ends[rig.first]).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == PACKET * 10
+    assert rig.first.phase is Phase.WATCHING and list(rig.channel.viewers) == [rig.first]
+
+
+def test_flush_sends_every_viewer_the_same_published_bytes_and_closes_nobody(rig):
+    rig.go_live()
+    second = rig.viewer()
+    rig.channel.lifecycle.tune_in(second)
+    rig.channel.admit(second, from_start=False)
+    received(rig.far_ends[rig.first]), received(rig.far_ends[second])
+    rig.feed.sendall(PACKET * 5 + b"\x47\x00")  # a partial packet is not published
+    assert rig.channel.read(1.0, 1.0, 0.2).closes == []
+    assert rig.channel.flush(1.1, 1.0) == []
+    assert received(rig.far_ends[rig.first]) == PACKET * 5
+    assert rig.channel.buffer.published == 15 * 188
+
+
+def test_a_viewer_that_stops_reading_is_returned_to_close_once_it_lags_too_far(rig):
+    rig.go_live()
+    rig.first.bound_send_buffer(4096)
+    rig.far_ends[rig.first].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    now, closes = 0.0, []
+    while not closes and now < 60:
+        now += 0.2
+        rig.feed.sendall(PACKET * 50)
+        closes = rig.channel.read(now, 1.0, 0.2).closes + rig.channel.flush(now, 1.0)
+    assert closes == [Close(rig.first, "too slow")]
+    assert rig.first.blocked
+    assert 1.0 < now < 5.0  # dropped by its lag (1 s), not at once and not never
+    assert rig.channel.stats.viewers_dropped_slow == 1
+
+
+def test_a_viewer_whose_peer_is_gone_is_returned_as_connection_lost(rig):
+    rig.go_live()
+    rig.far_ends[rig.first].close()
+    closes = []
+    for now in (1.0, 1.2, 1.4):
+        rig.feed.sendall(PACKET * 5)
+        closes += rig.channel.read(now, 1.0, 0.2).closes + rig.channel.flush(now, 1.0)
+    assert Close(rig.first, "connection lost") in closes
+
+
+def test_eof_ends_the_stream_unless_a_restarted_ffmpeg_stream_is_queued(rig):
+    rig.go_live()
+    queued_far, queued = socket.socketpair()
+    rig.channel.stream_ready(queued, STREAM, 1.0)  # the worker restarted ffmpeg: same stream id
+    assert rig.channel.next_stream_sock is queued
+    rig.feed.sendall(PACKET * 3)
+    rig.feed.close()
+    while True:
+        read = rig.channel.read(2.0, 1.0, 0.2)
+        if rig.channel.stream_sock is queued:
+            break
+    assert not read.ended and rig.channel.stats.stream_restarts == 1
+    queued_far.sendall(PACKET * 2)
+    queued_far.close()
+    for _ in range(5):
+        if rig.channel.read(3.0, 1.0, 0.2).ended:
+            break
+    assert rig.channel.stream_sock is None
+    assert rig.channel.buffer.end == 15 * 188  # both streams in the same buffer
+    rig.feed = socket.socket()  # closed above; the rig's close() closes this one
+
+
+def test_a_stream_faster_than_its_configured_rate_grows_the_ring(selector):
+    rig = Rig(selector)
+    try:
+        rig.go_live()
+        first = rig.channel.buffer.capacity
+        sent = 0
+        rig.feed.setblocking(False)
+        while sent < 3 * first:
+            try:
+                sent += rig.feed.send(PACKET * 1000)
+            except BlockingIOError:
+                pass
+            rig.channel.read(0.5, 1.0, 0.2)
+        assert rig.channel.buffer.capacity > first
+        assert rig.channel.buffer.oldest == 0  # nothing was lost: the ring grew before it wrapped
+    finally:
+        rig.close()
+
+
+def test_viewer_interest_follows_what_it_waits_for(selector):
+    near, far = socket.socketpair()
+    near.setblocking(False)
+    viewer = Viewer(near, ("127.0.0.1", 5), 0.0, selector)
+    try:
+        assert selector.get_key(near).events == selectors.EVENT_READ
+        far.sendall(b"GET /channels/1.ts HTTP/1.0\r\n")
+        assert viewer.read() is NEED_MORE
+        far.sendall(b"\r\n")
+        assert isinstance(viewer.read(), Request)
+        far.shutdown(socket.SHUT_WR)  # a half-close: it still reads
+        assert viewer.read() is READ_CLOSED
+        assert near not in selector.get_map().keys() and near.fileno() not in selector.get_map()
+        big = b"x" * (4 << 20)
+        assert viewer.respond(big) is Sent.BLOCKED  # more than the socket takes at once
+        assert selector.get_key(near).events == selectors.EVENT_WRITE
+        while viewer.pending:
+            received(far)
+            viewer.send(None)
+        assert not viewer.blocked and near.fileno() not in selector.get_map()
+    finally:
+        viewer.close()
+        far.close()
