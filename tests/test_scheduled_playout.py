@@ -186,3 +186,30 @@ def test_a_killed_decoder_or_encoder_does_not_end_the_viewers_stream(service_fac
     reader.finish()
     service.wait_idle(timeout=10)
     assert not service.ffmpegs()
+
+
+def test_the_guide_lists_what_the_schedule_plays_blocks_included(service_factory, schedule_media, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    import requests
+
+    from http_front.xmltv import xmltv_time
+
+    now = dt.datetime.now(dt.timezone.utc)
+    block_at = (now + dt.timedelta(minutes=30)).strftime("%H:%M")
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"\nguide_hours = 1',
+        extra=files_channel("tv", schedule_media["red"], schedule_media["green"])
+        + f'[[channel.block]]\nstart = "{block_at}"\ntitle = "Evening"\n'
+          f'files = [{{ path = "{schedule_media["blue"]}", title = "Film", season = 1, episode = 3 }}]\n')
+    schedule = config.load(str(tmp_path / "retrovue-air.toml")).channel("tv").source.schedule
+    guide = ET.fromstring(requests.get(service.url("/xmltv.xml"), timeout=10).content)
+    listed = [(p.get("start"), p.get("stop"), p.findtext("title")) for p in guide.iter("programme")
+              if p.get("channel") == "tv"]
+    moment = time.time()
+    expected = [(xmltv_time(a.start), xmltv_time(a.end), a.programme.title)
+                for a in schedule.airings(moment - 2 * 3600 - 60, moment + 3600 + 60)]
+    first = expected.index(listed[0])  # the guide's window began a moment before ours
+    assert len(listed) > 1000 and listed == expected[first:first + len(listed)]
+    assert {"Red Show", "Green Show", "Film"} == {title for _, _, title in listed}
+    assert not service.ffmpegs(), "the guide ran an ffmpeg"
