@@ -18,6 +18,7 @@ import time
 import imageio_ffmpeg
 
 from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
+from retrovue_air.schedule import Airing
 
 # Found here, at import, while the supervisor may still be root: after it drops to a user
 # that cannot read the interpreter's own library, imageio_ffmpeg could not look in a worker.
@@ -84,6 +85,23 @@ def concat_list(paths: tuple[str, ...]) -> str:
         "file '" + p.replace("'", "'\\''") + "'\n" for p in paths)
 
 
+def airing_list(airings: list[Airing], start_times: dict[str, float] | None = None) -> str:
+    """A concat-demuxer playlist of airings, each cut to its place on the wall clock.
+
+    The concat demuxer reads inpoint and outpoint as the file's own timestamps, so a file
+    that starts at 1.4 s (MPEG-TS usually does) has that added.
+    """
+    out = ["ffconcat version 1.0\n"]
+    for a in airings:
+        first = (start_times or {}).get(a.programme.path, 0.0)
+        out.append("file '" + a.programme.path.replace("'", "'\\''") + "'\n")
+        if a.inpoint > 0:
+            out.append(f"inpoint {first + a.inpoint:.6f}\n")
+        out.append(f"outpoint {first + a.inpoint + a.end - a.start:.6f}\n")
+        out.append(f"duration {a.end - a.start:.6f}\n")
+    return "".join(out)
+
+
 def build_command(channel: Channel, binary: str, playlist_path: str | None = None,
                   font: str | None = None, started_at: float | None = None) -> list[str]:
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
@@ -112,12 +130,18 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
                 ":fontsize=h/10:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8")
         cmd += ["-map", "0:v", "-map", "1:a"]
     elif isinstance(source, MediaFiles):
-        if len(source.paths) == 1:
-            cmd += ["-re", "-stream_loop", "-1", "-i", source.paths[0]]
+        if source.schedule is not None:
+            # Scheduled and not transcoded (transcoded ones use encoder_command): a playlist
+            # of airings, each cut to its place; it starts at most one GOP before the inpoint.
+            if playlist_path is None:
+                raise ValueError("a scheduled channel needs a playlist file")
+            cmd += [*pacing(channel, binary), "-f", "concat", "-safe", "0", "-i", playlist_path]
+        elif len(source.paths) == 1:
+            cmd += [*pacing(channel, binary), "-stream_loop", "-1", "-i", source.paths[0]]
         else:
             if playlist_path is None:
                 raise ValueError("a list of media files needs a playlist file")
-            cmd += ["-re", "-stream_loop", "-1", "-f", "concat", "-safe", "0", "-i", playlist_path]
+            cmd += [*pacing(channel, binary), "-stream_loop", "-1", "-f", "concat", "-safe", "0", "-i", playlist_path]
         # Files of different sizes and rates must become one steady stream.
         video_filter = (f"scale={channel.width}:{channel.height}:force_original_aspect_ratio=decrease,"
                         f"pad={channel.width}:{channel.height}:(ow-iw)/2:(oh-ih)/2,"
@@ -174,3 +198,78 @@ def relay_arguments(source: Relay) -> list[str]:
         "-map", "0:v?", "-map", "0:a?", "-c", "copy",
         "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1",
     ]
+
+
+# --- Scheduled media: one decoder ffmpeg per airing, one long-lived encoder ----------------
+#
+# The concat demuxer cannot splice real files: it takes the first file's time base for
+# all of them (an mp4 after an mkv got timestamps 88 s off, and ffmpeg stalled that long),
+# and it cannot follow a change of codec. So each airing is decoded by its own ffmpeg into
+# raw, uniform frames (one size, one rate, yuv420p; 48 kHz s16 stereo) written to two pipes
+# the worker holds open, and one encoder reads them for the stream's whole life. Raw
+# frames concatenate perfectly: the encoder sees one endless input whose timestamps are
+# frame and sample counts, so its TS never jumps.
+
+AUDIO_RATE = 48000
+# The encoder's queues are the slack that hides the next decoder's start-up (about 0.2 s).
+VIDEO_QUEUE_FRAMES = 48
+AUDIO_QUEUE_PACKETS = 1024  # the s16le demuxer's packets are 1024 samples: about 21 s
+
+
+def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int) -> list[str]:
+    """The channel's encoder, reading raw frames from two pipes, paced in real time (after a
+    cold-start burst, when the binary can: the decoders feeding it are not paced)."""
+    kbps = channel.video_kbps
+    gop = max(1, round(channel.fps * channel.keyframe_seconds))
+    pace = pacing(channel, binary)
+    return [
+        binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+        # No probing: the format is known, and probing would read ahead in a pipe.
+        "-probesize", "32", "-analyzeduration", "0",
+        *pace, "-thread_queue_size", str(VIDEO_QUEUE_FRAMES), "-f", "rawvideo", "-pix_fmt", "yuv420p",
+        "-video_size", f"{channel.width}x{channel.height}", "-framerate", str(channel.fps),
+        "-i", f"pipe:{video_fd}",
+        "-probesize", "32", "-analyzeduration", "0",
+        *pace, "-thread_queue_size", str(AUDIO_QUEUE_PACKETS), "-f", "s16le", "-ar", str(AUDIO_RATE),
+        "-ac", "2", "-i", f"pipe:{audio_fd}",
+        "-map", "0:v", "-map", "1:a",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+        "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-c:a", "aac", "-b:a", f"{channel.audio_kbps}k",
+        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
+        "pipe:1",
+    ]
+
+
+def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, frames: int, samples: int,
+                    video_fd: int, audio_fd: int, has_audio: bool = True) -> list[str]:
+    """One airing as exactly `frames` raw pictures and `samples` raw stereo samples.
+
+    Exact counts keep picture and sound together across any number of airings: a file
+    whose audio is shorter is padded with silence, a last picture is held.
+    """
+    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+    if inpoint > 0:
+        # Before -i and decoding: ffmpeg seeks to the keyframe before, then drops
+        # decoded frames up to the inpoint, so the first picture is the right one.
+        cmd += ["-ss", f"{inpoint:.3f}"]
+    cmd += ["-i", path]
+    if not has_audio:
+        cmd += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
+    w, h = channel.width, channel.height
+    cmd += [
+        "-map", "0:v:0",
+        "-vf", (f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
+                f"setsar=1,fps={channel.fps},format=yuv420p,tpad=stop=-1:stop_mode=clone,"
+                f"trim=end_frame={frames}"),
+        # Frames as the filters made them: ffmpeg would otherwise duplicate some to fill
+        # the gap between 0 and a seeked file's first timestamp.
+        "-fps_mode", "passthrough",
+        "-f", "rawvideo", f"pipe:{video_fd}",
+        "-map", "0:a:0" if has_audio else "1:a:0",
+        "-af", (f"aresample={AUDIO_RATE},aformat=sample_fmts=s16:channel_layouts=stereo,apad,"
+                f"atrim=end_sample={samples}"),
+        "-f", "s16le", f"pipe:{audio_fd}",
+    ]
+    return cmd

@@ -10,6 +10,7 @@ and continues with the new one in the same buffer, and its viewers stay connecte
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import selectors
@@ -21,7 +22,9 @@ import time
 from retrovue_air import child_process, wire
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
 
-from .ffmpeg_command import build_command, cold_burst_seconds, concat_list, ffmpeg_binary, font_file
+from .ffmpeg_command import (airing_list, build_command, cold_burst_seconds, concat_list, encoder_command,
+                             ffmpeg_binary, font_file)
+from .playout import Playout, raw_pipe
 
 log = logging.getLogger("air_worker")
 
@@ -39,6 +42,9 @@ RELAY_UP_SECONDS = 10.0
 # "Connection refused" (or the origin's 503) at once rather than a start timeout. (ffmpeg,
 # with remux = true, tries a few times first, hence the margin.)
 RELAY_START_FAILURE_SECONDS = 4.0
+# A scheduled channel with transcode = false is remuxed from a concat playlist of this
+# many hours of airings; when it runs out, the next one starts at once.
+COPY_PLAYLIST_HOURS = 6
 
 
 class AirWorker:
@@ -57,6 +63,7 @@ class AirWorker:
         self._stderr_partial = b""
         self.outage_since: float | None = None  # a relay: when its origin went away
         self.outage_retries = 0
+        self.playout: Playout | None = None  # scheduled media: the decoders feeding the encoder
 
     def run(self) -> int:
         """Stream until told to stop; returns the process exit code."""
@@ -101,8 +108,13 @@ class AirWorker:
         return True
 
     def start_ffmpeg(self, stdout: socket.socket) -> None:
-        playlist = None
+        if self.playout is not None:
+            self.playout.stop()
+            self.playout = None
         source = self.channel.source
+        if isinstance(source, MediaFiles) and source.schedule is not None:
+            return self.start_scheduled_ffmpeg(stdout, source)
+        playlist = None
         if isinstance(source, MediaFiles) and len(source.paths) > 1:
             # In memory, not a temp file: a killed worker leaves nothing on disk.
             playlist = os.memfd_create("playlist.ffconcat", 0)
@@ -110,16 +122,45 @@ class AirWorker:
         try:
             binary = ffmpeg_binary(cold_burst=cold_burst_seconds(self.channel) > 0)
             cmd = build_command(self.channel, binary, playlist and f"/dev/fd/{playlist}", font_file())
-            self.stderr_tail.clear()
-            self.ffmpeg = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=stdout.fileno(), stderr=subprocess.PIPE,
-                pass_fds=(playlist,) if playlist else (),
-                # Its own process group: a terminal's Ctrl-C goes to the supervisor, which
-                # decides; ffmpeg must not quit on its own and look like a crash.
-                process_group=0, preexec_fn=child_process.exec_guard(os.getpid()))
+            self.popen_ffmpeg(cmd, stdout, (playlist,) if playlist else ())
         finally:
             if playlist:
                 os.close(playlist)
+
+    def start_scheduled_ffmpeg(self, stdout: socket.socket, source: MediaFiles) -> None:
+        """What the schedule puts on air now: decoders into raw pipes and one encoder, or a remux."""
+        now = time.time()
+        if self.channel.transcode:
+            video_r, video_w = raw_pipe()
+            audio_r, audio_w = raw_pipe()
+            pass_fds = (video_r, audio_r)
+            cmd = encoder_command(self.channel, ffmpeg_binary(cold_burst=cold_burst_seconds(self.channel) > 0),
+                                  video_r, audio_r)
+        else:
+            airings = source.schedule.airings(now, now + COPY_PLAYLIST_HOURS * 3600)
+            on = airings[0]  # the one on air now, from now
+            airings[0] = dataclasses.replace(on, start=now, inpoint=on.inpoint + now - on.start)
+            playlist = os.memfd_create("playlist.ffconcat", 0)
+            os.write(playlist, airing_list(airings, dict(source.start_times)).encode())
+            pass_fds = (playlist,)
+            cmd = build_command(self.channel, ffmpeg_binary(cold_burst=cold_burst_seconds(self.channel) > 0),
+                                f"/dev/fd/{playlist}")
+        try:
+            self.popen_ffmpeg(cmd, stdout, pass_fds)
+        finally:
+            for fd in pass_fds:  # the encoder's now; our read ends would keep its input from ending
+                os.close(fd)
+        if self.channel.transcode:
+            self.playout = Playout(self.channel, ffmpeg_binary(), video_w, audio_w, now)
+            self.playout.next()
+
+    def popen_ffmpeg(self, cmd: list[str], stdout: socket.socket, pass_fds: tuple[int, ...] = ()) -> None:
+        self.stderr_tail.clear()
+        self.ffmpeg = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=stdout.fileno(), stderr=subprocess.PIPE, pass_fds=pass_fds,
+            # Its own process group: a terminal's Ctrl-C goes to the supervisor, which
+            # decides; ffmpeg must not quit on its own and look like a crash.
+            process_group=0, preexec_fn=child_process.exec_guard(os.getpid()))
         self.started_at = time.monotonic()
         self.ffmpegs_started += 1
         os.set_blocking(self.ffmpeg.stderr.fileno(), False)
@@ -144,6 +185,15 @@ class AirWorker:
                     if signal.SIGTERM in signals:
                         log.info("channel %s: terminated by the supervisor", self.channel.id)
                         return 0
+            if self.playout is not None and self.ffmpeg.poll() is None and not self.playout.poll():
+                reason, *tail = self.playout.last_error
+                log.error("channel %s: %s; no airing could be decoded, giving up", self.channel.id, reason)
+                try:
+                    wire.send(self.link, wire.StreamFailed(self.channel.id, self.stream, reason[:500],
+                                                           "\n".join(tail)[-2000:]))
+                except OSError as e:
+                    log.warning("channel %s: cannot tell the front: %s", self.channel.id, e)
+                return 1
             if self.restart_at is not None:
                 if time.monotonic() >= self.restart_at:
                     self.restart_at = None
@@ -171,6 +221,9 @@ class AirWorker:
         # broken pipe has a STOP waiting here: that is a stop, not a failure.
         if self.stop_requested():
             return 0
+        if self.playout is not None:  # its decoder lost its reader: no use until the next encoder
+            self.playout.stop()
+            self.playout = None
         while self.read_stderr():
             pass
         try:
@@ -179,6 +232,10 @@ class AirWorker:
             pass
         self.ffmpeg.stderr.close()
         code = self.ffmpeg.returncode
+        if code == 0 and self.ran_out_of_playlist():
+            log.info("channel %s: the %d h playlist ran out; starting the next", self.channel.id,
+                     COPY_PLAYLIST_HOURS)
+            return None if self.start_stream() else 1
         status = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         last = self.stderr_tail[-1] if self.stderr_tail else "no error output"
         pulls = isinstance(self.channel.source, Relay) and not self.channel.source.remux
@@ -236,6 +293,11 @@ class AirWorker:
             self.outage_retries = 0
         return now - self.outage_since > self.config.restart_window_seconds
 
+    def ran_out_of_playlist(self) -> bool:
+        source = self.channel.source
+        return (isinstance(source, MediaFiles) and source.schedule is not None and not self.channel.transcode
+                and time.monotonic() - self.started_at > COPY_PLAYLIST_HOURS * 3600 - 60)
+
     def read_stderr(self) -> bool:
         """Keep the tail of ffmpeg's stderr; False at EOF."""
         try:
@@ -256,12 +318,23 @@ class AirWorker:
         return True
 
     def stop_ffmpeg(self) -> None:
+        if self.playout is not None:
+            # The encoder is told first, then its decoder killed and our write ends
+            # closed: an encoder blocked reading its input would not act on SIGTERM until
+            # its input ends. Each is waited for as it dies, so none lingers unreaped.
+            if self.ffmpeg is not None and self.ffmpeg.poll() is None:
+                self.ffmpeg.terminate()
+            self.playout.stop()
+            self.playout = None
+        self.stop_encoder()
+
+    def stop_encoder(self) -> None:
         proc = self.ffmpeg
         if proc is None:
             return
         if proc.poll() is None:
             began = time.monotonic()
-            proc.terminate()
+            proc.terminate()  # again, for a scheduled channel: harmless
             try:
                 proc.wait(STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:

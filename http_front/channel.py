@@ -73,11 +73,15 @@ class Channel:
         self.said_no_keyframe = False
         self.stats = ChannelStats()
         self.start_requested_at: float | None = None
-        self.schedule = None  # what it airs when (retrovue_air.schedule), for the guide; None: placeholders
 
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def schedule(self):
+        """What it airs when (retrovue_air.schedule), for the guide; None (placeholders): not a media channel."""
+        return getattr(self.config.source, "schedule", None)
 
     @property
     def viewers(self):

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from retrovue_air import device_id as device_ids
+from retrovue_air import media_info
+from retrovue_air.schedule import DEFAULT_EPOCH, Block, Programme, Schedule, parse_daily_time, parse_epoch
 
 CHANNEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 BUILT_IN = "<built-in>"
@@ -45,6 +48,10 @@ class TestPattern:
 @dataclass(frozen=True)
 class MediaFiles:
     paths: tuple[str, ...]
+    # Built from the config with every file probed; None only where code builds one by hand.
+    schedule: Schedule | None = None
+    silent: frozenset[str] = frozenset()  # files with no audio stream: the air fills in silence
+    start_times: tuple[tuple[str, float], ...] = ()  # (path, first timestamp) where it is not 0
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,13 @@ class _Validator:
     TOP_KEYS |= {"public_url", "guide_hours", "device_id", "friendly_name", "discovery", "state_dir"}
     CHANNEL_KEYS |= {"number", "logo", "group"}
     CHANNEL_KEYS |= {"join_burst_seconds"}
+    # Schedules (issue 10): where the loop starts, whose clock the daily blocks follow.
+    SCHEDULE_TOP_KEYS = {"state_dir", "schedule_epoch", "timezone"}
+    SCHEDULE_CHANNEL_KEYS = {"schedule_epoch", "timezone", "block"}
+    ITEM_KEYS = {"path", "title", "episode", "season", "description", "category"}
+    BLOCK_KEYS = {"start", "title", "file", "files"}
+    TOP_KEYS |= SCHEDULE_TOP_KEYS
+    CHANNEL_KEYS |= SCHEDULE_CHANNEL_KEYS
 
     def __init__(self, text: str, path: str):
         self.lines = text.splitlines()
@@ -259,6 +273,13 @@ class _Validator:
                 if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
                     raise self.error("log_level", f"unknown level {level!r} (debug, info, warning, error)")
                 kwargs["log_level"] = level
+        self.schedule_defaults = {"schedule_epoch": DEFAULT_EPOCH, "timezone": "UTC"}
+        with self.collecting():
+            self.schedule_defaults.update(self.schedule_keys(doc, None))
+        # state_dir itself is checked with the tuner's keys; the probe cache needs it first.
+        given = doc.get("state_dir")
+        self.media_cache = media_info.MediaInfoCache(
+            os.path.join(self.base_dir(), os.path.expanduser(given)) if isinstance(given, str) else default_state_dir())
         tables = doc.get("channel", [])
         channels: list[Channel] = []
         with self.collecting():
@@ -271,6 +292,7 @@ class _Validator:
                     channels.append(self.channel(t, i))
                     if sum(1 for c in channels if c.id == channels[-1].id) > 1:
                         raise self.error("id", f"duplicate channel id {channels[-1].id!r}", i)
+        self.media_cache.save()
         kwargs.update(self.guide_and_tuner(doc))
         channels = self.guide_numbers(channels, tables)
         if not self.errors:
@@ -317,7 +339,7 @@ class _Validator:
             tone = self.positive(t, "tone_hz", i, int) if "tone_hz" in t else 440
             source: TestPattern | MediaFiles = TestPattern(tone_hz=tone)
         elif kind == "files":
-            source = MediaFiles(paths=self.media_paths(t, i))
+            source = self.media_source(t, i)
         elif kind == "relay":
             source = self.relay(t, i)
         else:
@@ -339,6 +361,9 @@ class _Validator:
             if not 0 <= burst <= 30 or math.isnan(burst):
                 raise self.error("join_burst_seconds", "between 0 (no burst) and 30", i)
             numbers["join_burst_seconds"] = burst
+        for key in self.SCHEDULE_CHANNEL_KEYS:
+            if key in t and kind != "files":
+                raise self.error(key, "only for source = \"files\"", i)
         if "transcode" in t:
             if kind != "files":
                 raise self.error("transcode", "only for source = \"files\"", i)
@@ -363,24 +388,146 @@ class _Validator:
         remux = self.typed(t, "remux", bool, i) if "remux" in t else False
         return Relay(url=url, remux=remux, line=self.line_of("url", i))
 
-    def media_paths(self, t: dict[str, Any], i: int) -> tuple[str, ...]:
+    # --- Scheduled media (issue 10) -------------------------------------------------------
+
+    def schedule_keys(self, table: dict[str, Any], i: int | None) -> dict[str, Any]:
+        """schedule_epoch and timezone, at the top or in a channel."""
+        out: dict[str, Any] = {}
+        if "schedule_epoch" in table:
+            try:
+                out["schedule_epoch"] = parse_epoch(self.typed(table, "schedule_epoch", str, i))
+            except ValueError as e:
+                raise self.error("schedule_epoch", str(e), i) from None
+        if "timezone" in table:
+            zone = self.typed(table, "timezone", str, i)
+            try:
+                ZoneInfo(zone)
+            except (ValueError, KeyError, OSError):
+                raise self.error("timezone", f"unknown time zone {zone!r} (an IANA name like Europe/Berlin)",
+                                 i) from None
+            out["timezone"] = zone
+        return out
+
+    def media_source(self, t: dict[str, Any], i: int) -> MediaFiles:
+        self.transcoding = t.get("transcode", True) is not False
+        settings = {**self.schedule_defaults, **self.schedule_keys(t, i)}
+        silent: set[str] = set()
+        self.start_times: dict[str, float] = {}
+        playlist = self.programmes(t, i, None, silent)
+        blocks = t.get("block", [])
+        if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+            raise self.error("block", "must be an array of tables: [[channel.block]]", i)
+        made: list[Block] = []
+        for k, b in enumerate(blocks):
+            for key in b:
+                if key not in self.BLOCK_KEYS:
+                    raise self.block_error(key, "unknown key", i, k)
+            if "start" not in b:
+                raise self.block_error("start", "missing (a local time like \"20:00\")", i, k)
+            if not isinstance(b["start"], str):
+                raise self.block_error("start", "must be a string like \"20:00\"", i, k)
+            try:
+                start = parse_daily_time(b["start"])
+            except ValueError as e:
+                raise self.block_error("start", str(e), i, k) from None
+            if any(other.start == start for other in made):
+                raise self.block_error("start", f"another block already starts at {b['start']}", i, k)
+            title = b.get("title")
+            if title is not None and not isinstance(title, str):
+                raise self.block_error("title", "must be a string", i, k)
+            made.append(Block(start, tuple(self.programmes(b, i, k, silent)), title or None))
+        paths = tuple(p.path for p in playlist)
+        schedule = Schedule(tuple(playlist), tuple(made), settings["schedule_epoch"], settings["timezone"])
+        return MediaFiles(paths=paths, schedule=schedule, silent=frozenset(silent),
+                          start_times=tuple(sorted(self.start_times.items())))
+
+    def block_error(self, key: str, message: str, i: int, k: int) -> ConfigError:
+        return ConfigError(self.path, self.block_line_of(key, i, k), f"block.{key}", message)
+
+    def block_line_of(self, key: str, i: int, k: int) -> int | None:
+        """The line of `key` in the k-th [[channel.block]] of the i-th channel."""
+        channel_line = self.line_of("id", i) or 1
+        seen, start = -1, None
+        for number in range(channel_line - 1, len(self.lines)):
+            line = self.lines[number]
+            if number >= channel_line and re.match(r"\s*\[\[\s*channel\s*\]\]", line):
+                break
+            if re.match(r"\s*\[\[\s*channel\.block\s*\]\]", line):
+                seen += 1
+                if seen == k:
+                    start = number
+                    break
+        if start is None:
+            return None
+        key_line = re.compile(rf"\s*{re.escape(key)}\s*=")
+        for number in range(start + 1, len(self.lines)):
+            if self.lines[number].lstrip().startswith("["):
+                break
+            if key_line.match(self.lines[number]):
+                return number + 1
+        return start + 1
+
+    def value_line_of(self, needle: str, key: str, i: int, k: int | None) -> int | None:
+        """The line where a file's path is written, else its key's line."""
+        first = self.block_line_of(key, i, k) if k is not None else self.line_of(key, i)
+        quoted = (f'"{needle}"', f"'{needle}'")
+        for number in range((first or 1) - 1, len(self.lines)):
+            if any(q in self.lines[number] for q in quoted):
+                return number + 1
+            if number >= (first or 1) and self.lines[number].lstrip().startswith("["):
+                break
+        return first
+
+    def programmes(self, t: dict[str, Any], i: int, k: int | None, silent: set[str]) -> list[Programme]:
+        """The file or files of a channel (k None) or of its k-th block, each probed."""
+        def error(key: str, message: str, line: int | None = None) -> ConfigError:
+            if k is not None:
+                return ConfigError(self.path, line or self.block_line_of(key, i, k), f"block.{key}", message)
+            return ConfigError(self.path, line or self.line_of(key, i), key, message)
+
         if ("file" in t) == ("files" in t):
-            raise self.error("files", "source = \"files\" needs exactly one of file = \"…\" or files = [\"…\"]", i)
+            raise error("files", ("a block" if k is not None else "source = \"files\"")
+                        + " needs exactly one of file = \"…\" or files = [\"…\"]")
         key = "file" if "file" in t else "files"
-        value = t[key]
-        paths = [value] if key == "file" else value
-        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
-            raise self.error(key, "must be a path or a non-empty list of paths", i)
-        base = os.path.dirname(os.path.abspath(self.path)) if self.path != BUILT_IN else os.getcwd()
-        resolved = []
-        for p in paths:
-            full = os.path.join(base, os.path.expanduser(p))
+        items = [t[key]] if key == "file" else t[key]
+        if not isinstance(items, list) or not items or not all(isinstance(p, (str, dict)) for p in items):
+            raise error(key, "must be a path or a non-empty list of paths (or of { path = \"…\", title = \"…\" })")
+        base = self.base_dir()
+        out = []
+        for item in items:
+            meta = item if isinstance(item, dict) else {"path": item}
+            raw = meta.get("path")
+            for name, value in meta.items():
+                if name not in self.ITEM_KEYS:
+                    raise error(key, f"unknown key {name!r} in a file entry ({', '.join(sorted(self.ITEM_KEYS))})")
+                kind = int if name in ("episode", "season") else str
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    raise error(key, f"{name} of a file entry must be {kind.__name__}")
+            if raw is None:
+                raise error(key, "a file entry needs path = \"…\"")
+            line = self.value_line_of(raw, key, i, k)
+            full = os.path.join(base, os.path.expanduser(raw))
             if not os.path.isfile(full):
-                raise self.error(key, f"no such media file: {full}", i)
+                raise error(key, f"no such media file: {full}", line)
             if not os.access(full, os.R_OK):
-                raise self.error(key, f"media file is not readable: {full}", i)
-            resolved.append(full)
-        return tuple(resolved)
+                raise error(key, f"media file is not readable: {full}", line)
+            try:
+                info = self.media_cache.info(full)
+            except media_info.ProbeError as e:
+                raise error(key, f"cannot use media file {full}: {e}", line) from None
+            if not info.has_video and self.transcoding:  # the decoders make pictures from pictures
+                raise error(key, f"media file has no video stream: {full} (a radio channel needs transcode = false)",
+                            line)
+            if not info.has_audio:
+                silent.add(full)
+            if info.start_time:
+                self.start_times[full] = info.start_time
+            out.append(Programme(
+                path=full, duration=info.duration,
+                title=meta.get("title") or info.title or os.path.splitext(os.path.basename(full))[0],
+                episode=meta.get("episode", info.episode), season=meta.get("season", info.season),
+                description=meta.get("description", ""), category=meta.get("category", "")))
+        return out
 
     # The guide, the playlist and the tuner emulation
 

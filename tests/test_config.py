@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from retrovue_air import config
-from retrovue_air.config import BUILT_IN, ConfigError, MediaFiles
+from retrovue_air.config import BUILT_IN, ConfigError
 
 ONE = """\
 [[channel]]
@@ -147,16 +147,17 @@ def test_files_must_be_a_non_empty_list_of_paths(tmp_path, value):
     assert (e.line, e.key) == (5, "files")
 
 
-def test_relative_media_paths_resolve_against_the_config_files_folder(tmp_path, monkeypatch):
+def test_relative_media_paths_resolve_against_the_config_files_folder(tmp_path, monkeypatch, schedule_media):
     media = tmp_path / "media"
     media.mkdir()
-    (media / "a.ts").write_bytes(b"x")
-    (media / "b.ts").write_bytes(b"x")
+    (media / "a.ts").write_bytes(schedule_media["cyan"].read_bytes())
+    (media / "b.ts").write_bytes(schedule_media["cyan"].read_bytes())
     (tmp_path / "conf").mkdir()
-    path = write(tmp_path / "conf", files_channel('files = ["../media/a.ts", "' + str(media / "b.ts") + '"]'))
+    path = write(tmp_path / "conf", f'state_dir = "{tmp_path / "state"}"\n'
+                 + files_channel('files = ["../media/a.ts", "' + str(media / "b.ts") + '"]'))
     monkeypatch.chdir("/")
     [ch] = config.load(path).channels
-    assert ch.source == MediaFiles((os.path.join(str(tmp_path / "conf"), "../media/a.ts"), str(media / "b.ts")))
+    assert ch.source.paths == (os.path.join(str(tmp_path / "conf"), "../media/a.ts"), str(media / "b.ts"))
     assert all(os.path.isfile(p) for p in ch.source.paths)
 
 

@@ -214,10 +214,11 @@ def test_channel_list_shows_state_viewers_and_pids(service):
     viewer.close()
 
 
-def test_a_channel_whose_ffmpeg_fails_answers_503_with_the_reason(service_factory, tmp_path):
+def test_a_channel_whose_ffmpeg_fails_answers_503_with_the_reason(service_factory, tmp_path, schedule_media):
     broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"this is not a video file\n" * 100)
+    broken.write_bytes(schedule_media["red"].read_bytes())  # sound when the config is checked...
     service = service_factory(extra=files_channel("broken", broken))
+    broken.write_bytes(b"this is not a video file\n" * 100)  # ...broken when it goes on air
     mark = service.log_mark()
     response = requests.get(service.url("/channels/broken.ts"), timeout=15)
     assert response.status_code == 503

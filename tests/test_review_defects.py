@@ -388,14 +388,15 @@ def test_a_start_for_a_channel_a_reload_removed_does_not_leave_it_stopping(servi
 
 # 11. What /channels tells any client
 
-def test_channel_list_shows_file_names_not_paths_unless_told(service_factory, tmp_path):
+def test_channel_list_shows_file_names_not_paths_unless_told(service_factory, tmp_path, schedule_media):
     secret = tmp_path / "private-library"
     secret.mkdir()
     broken = secret / "broken.mp4"
-    broken.write_bytes(b"this is not a video" * 100)
     for expose in (False, True):
+        broken.write_bytes(schedule_media["red"].read_bytes())  # sound when the config is checked...
         service = service_factory(extra=files_channel("bad", broken),
                                   extra_top="expose_paths = true" if expose else "")
+        broken.write_bytes(b"this is not a video" * 100)  # ...broken when it goes on air
         r = requests.get(service.url("/channels/bad.ts"), timeout=20)
         assert r.status_code == 503
         entry = service.channels()["bad"]
@@ -473,9 +474,9 @@ def test_media_readable_through_a_supplementary_group_plays_after_the_user_drop(
 
 
 @needs_root
-def test_media_the_service_user_cannot_read_is_named_at_start(service_factory, tmp_path):
+def test_media_the_service_user_cannot_read_is_named_at_start(service_factory, tmp_path, schedule_media):
     media = tmp_path / "locked.ts"
-    media.write_bytes(b"\x47" * 188 * 10)
+    media.write_bytes(schedule_media["cyan"].read_bytes())
     media.chmod(0o600)
     tmp_path.chmod(0o755)
     service = service_factory(extra=files_channel("locked", media), extra_top='user = "nobody"')

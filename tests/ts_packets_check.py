@@ -25,3 +25,76 @@ def first_video_frame_is_key(body: bytes) -> bool:
                              "-f", "mpegts", "-"], input=body, capture_output=True, timeout=60)
     frames = json.loads(result.stdout or b"{}").get("frames", [])
     return bool(frames) and frames[0].get("key_frame") == 1
+
+
+def strict_ts_problems(body: bytes, max_step_seconds: float = 1.0) -> list[str]:
+    """Everything that makes a TS not one continuous stream, parsed here independently of the code
+    under test: lost alignment, a continuity counter that jumps, a PAT or PMT whose version or
+    PIDs change, and PTS, DTS or PCR that fail to keep increasing (per PID, 33-bit wrap aware)
+    or leap ahead by more than max_step_seconds (a frozen picture)."""
+    max_step = round(max_step_seconds * 90000)
+    problems: list[str] = []
+    if len(body) % 188:
+        problems.append(f"length {len(body)} is not a multiple of 188")
+    counters: dict[int, int] = {}
+    tables: dict[int, tuple[int, bytes]] = {}  # PID -> (version, section body) of PAT/PMT
+    pmt_pids: set[int] = set()
+    last_ts: dict[tuple[int, str], int] = {}
+
+    def increasing(pid: int, kind: str, value: int, offset: int, strictly: bool = True) -> None:
+        before = last_ts.get((pid, kind))
+        if before is not None:
+            step = (value - before) % (1 << 33)
+            if step >= 1 << 32 or (strictly and step == 0) or step > max_step:  # back, still, or a leap
+                problems.append(f"PID {pid} {kind} {before} -> {value} at byte {offset}")
+        last_ts[(pid, kind)] = value
+
+    for offset in range(0, len(body) - len(body) % 188, 188):
+        p = body[offset:offset + 188]
+        if p[0] != 0x47:
+            problems.append(f"no sync byte at {offset}")
+            continue
+        pid = (p[1] & 0x1F) << 8 | p[2]
+        if pid == 0x1FFF:
+            continue
+        start = bool(p[1] & 0x40)
+        afc = (p[3] >> 4) & 3
+        cc = p[3] & 0x0F
+        payload_at = 4
+        if afc & 2:
+            length = p[4]
+            if length and p[5] & 0x10:  # PCR
+                pcr = p[6] << 25 | p[7] << 17 | p[8] << 9 | p[9] << 1 | p[10] >> 7  # its 90 kHz base
+                increasing(pid, "PCR", pcr, offset)
+            payload_at = 5 + length
+        if afc & 1:
+            expected = (counters[pid] + 1) % 16 if pid in counters else cc
+            if cc != expected:
+                problems.append(f"PID {pid} continuity {counters[pid]} -> {cc} at byte {offset}")
+            counters[pid] = cc
+        if not (afc & 1) or not start:
+            continue
+        data = p[payload_at:]
+        if pid == 0 or pid in pmt_pids:
+            section = data[1 + data[0]:]
+            length = (section[1] & 0x0F) << 8 | section[2]
+            version = (section[5] >> 1) & 0x1F
+            content = section[3:3 + length - 4]  # without the CRC
+            if pid == 0:
+                for i in range(8, 3 + length - 4, 4):
+                    pmt_pids.add((section[i + 2] & 0x1F) << 8 | section[i + 3])
+            if pid in tables and tables[pid] != (version, content):
+                problems.append(f"PID {pid} table changed (version {tables[pid][0]} -> {version}) at byte {offset}")
+            tables[pid] = (version, content)
+        elif data[:3] == b"\x00\x00\x01" and len(data) > 13:
+            flags = data[7] >> 6
+
+            def stamp(at: int) -> int:
+                b = data[at:at + 5]
+                return (b[0] >> 1 & 7) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
+
+            if flags & 2:
+                increasing(pid, "DTS" if flags == 3 else "PTS/DTS", stamp(14 if flags == 3 else 9), offset)
+    if not tables.get(0):
+        problems.append("no PAT")
+    return problems

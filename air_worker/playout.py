@@ -1,0 +1,118 @@
+"""Playout: the schedule's airings, decoded one after another into the encoder's two raw pipes.
+
+The worker owns the write ends of both pipes for the whole life of one encoder, and each
+airing's decoder borrows them in turn, so the encoder never sees an end of input between
+two programmes. Each decoder writes exactly as many frames and samples as its airing
+covers on the wall clock from the moment the stream started (counted cumulatively, so
+rounding never adds up), which keeps picture, sound and schedule together however long
+the channel runs. The decoders run ahead of real time until the pipes and the encoder's
+input queues are full; that backlog covers the next decoder's start-up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import time
+
+from retrovue_air import child_process
+from retrovue_air.config import Channel
+from retrovue_air.schedule import Airing
+
+from .ffmpeg_command import AUDIO_RATE, decoder_command
+
+log = logging.getLogger("air_worker")
+
+F_SETPIPE_SZ = 1031
+PIPE_BYTES = 1 << 20  # the default limit for an unprivileged process (/proc/sys/fs/pipe-max-size)
+
+
+def raw_pipe() -> tuple[int, int]:
+    """A pipe as large as we may make it: less blocking between decoder and encoder."""
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # a smaller pipe only means more, shorter writes
+    return read_end, write_end
+
+
+class Playout:
+    def __init__(self, channel: Channel, binary: str, video_fd: int, audio_fd: int, start: float):
+        self.channel = channel
+        self.binary = binary
+        self.video_fd, self.audio_fd = video_fd, audio_fd
+        self.start = start
+        self.airings = channel.source.schedule.airings_from(start)
+        self.frames_done = 0
+        self.samples_done = 0
+        self.decoder: subprocess.Popen | None = None
+        self.airing: Airing | None = None
+        self.failures_in_a_row = 0
+        self.stderr_fd = -1
+        self.last_error: list[str] = []  # the failed decoder's stderr, for the reason we give up
+
+    def next(self) -> None:
+        """Start the decoder of the next airing that lasts at least one frame."""
+        source = self.channel.source
+        while True:
+            airing = next(self.airings)
+            frames = round((airing.end - self.start) * self.channel.fps) - self.frames_done
+            samples = round((airing.end - self.start) * AUDIO_RATE) - self.samples_done
+            if frames > 0:
+                break
+        begin = max(airing.start, self.start)
+        inpoint = airing.inpoint + begin - airing.start
+        cmd = decoder_command(self.channel, self.binary, airing.programme.path, inpoint, frames, samples,
+                              self.video_fd, self.audio_fd, airing.programme.path not in source.silent)
+        self.frames_done += frames
+        self.samples_done += samples
+        # Its stderr in memory, read when it exits: no pipe it could fill, no file left behind.
+        self.close_stderr()
+        self.stderr_fd = os.memfd_create("decoder-stderr", 0)
+        self.decoder = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr_fd,
+            pass_fds=(self.video_fd, self.audio_fd), process_group=0,
+            preexec_fn=child_process.exec_guard(os.getpid()))
+        self.airing = airing
+        log.info("channel %s: on air %s from %.1f s (%s, %d frames), decoder pid %d", self.channel.id,
+                 airing.programme.title, inpoint,
+                 time.strftime("%H:%M:%S", time.localtime(airing.start)), frames, self.decoder.pid)
+
+    def poll(self) -> bool:
+        """Start the next decoder if this one is done; False once it is time to give up."""
+        if self.decoder is None or self.decoder.poll() is None:
+            return True
+        code = self.decoder.returncode
+        if code != 0:
+            size = os.fstat(self.stderr_fd).st_size
+            said = os.pread(self.stderr_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip().splitlines()
+            self.failures_in_a_row += 1
+            status = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            self.last_error = [f"ffmpeg {status}: {said[-1] if said else 'no error output'}", *said]
+            # Its missing frames are not made up: the stream runs that much ahead of the clock.
+            log.warning("channel %s: the decoder of %s %s; its last words:\n  %s", self.channel.id,
+                        self.airing.programme.path, status, "\n  ".join(said) or "(nothing)")
+            if self.failures_in_a_row > len(self.channel.source.paths) + 1:
+                return False
+        else:
+            self.failures_in_a_row = 0
+        self.next()
+        return True
+
+    def stop(self) -> None:
+        """Stop the running decoder and close the write ends: the encoder then sees its input end."""
+        if self.decoder is not None and self.decoder.poll() is None:
+            self.decoder.kill()
+            self.decoder.wait()
+        for fd in (self.video_fd, self.audio_fd):
+            os.close(fd)
+        self.video_fd = self.audio_fd = -1
+        self.close_stderr()
+
+    def close_stderr(self) -> None:
+        if self.stderr_fd >= 0:
+            os.close(self.stderr_fd)
+            self.stderr_fd = -1
