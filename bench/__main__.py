@@ -84,6 +84,14 @@ def main() -> None:
     now = time.gmtime()
     report = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", now), "machine": platform.platform(),
               "cpus": os.cpu_count(), "note": args.note, "arguments": vars(args) | {"out": str(args.out)}}
+    try:
+        run_parts(args, report)
+    finally:
+        # Whatever was measured is written, even when a later part fails or is interrupted.
+        write(report, args.out, time.strftime("%Y-%m-%d-%H%M", now))
+
+
+def run_parts(args: argparse.Namespace, report: dict) -> None:
     if "fanout" in args.only:
         from . import fanout
         report["fanout"] = fanout.run(args.fanout_viewers, args.seconds)
@@ -105,7 +113,6 @@ def main() -> None:
         from . import churn
         report["churn"] = churn.run(args.churn_cycles)
         show("churn", report["churn"])
-    write(report, args.out, time.strftime("%Y-%m-%d-%H%M", now))
 
 
 def write(report: dict, out: Path, date: str) -> None:

@@ -64,7 +64,11 @@ class LoadClient:
         if err:
             self._lose(v, f"connect: {errno.errorcode.get(err, err)}")
             return
-        v.sock.send(self.request)  # a few dozen bytes into an empty socket: all of it goes
+        try:
+            v.sock.send(self.request)  # a few dozen bytes into an empty socket: all of it goes
+        except OSError as e:
+            self._lose(v, f"request: {errno.errorcode.get(e.errno, e.errno)}")
+            return
         v.state = JOINING
         self.sel.modify(v.sock, selectors.EVENT_READ, v)
 

@@ -31,11 +31,22 @@ def markdown(report: dict) -> str:
         out += [f"## Side by side: one {sbs['channel_kbps']} kbit/s test-pattern channel, "
                 f"{sbs['seconds']:g} s windows, {sbs['rounds']} interleaved rounds (medians; losses: worst round)", "",
                 table(["server", "viewers", "CPU-s/GB", "cores", "RSS MB", "below 95 %", "dropped",
-                       "listen overflows", "first byte p50 ms", "first byte p99 ms", "holds"],
+                       "listen overflows", "first byte p50 ms", "first byte p99 ms", "source kbit/s",
+                       "median viewer kbit/s", "holds"],
                       [[SERVER_NAMES.get(r["server"], r["server"]), r["viewers"], r["cpu_s_per_gb"],
                         r["cpu_cores"], r["rss_mb"], r["below_95pct"], r["dropped"], r["listen_overflows"],
-                        r["first_media_p50_ms"], r["first_media_p99_ms"], r["holds"]]
+                        r["first_media_p50_ms"], r["first_media_p99_ms"], r.get("source_kbps"),
+                        r.get("viewer_rate_median_kbps"), r["holds"]]
                        for r in sbs["summary"]]), ""]
+        icecast_run = next((r for r in sbs["runs"] if r["server"] == "icecast2"), None)
+        if icecast_run:
+            lim = icecast_run["limits"]
+            out += [f"Icecast 2 limits: `<clients>` N + 100, `<sources>` {lim['sources']}, `<queue-size>` "
+                    f"{lim['queue_size']} bytes (our max lag), `<burst-size>` {lim['burst_size']}; listen backlog "
+                    f"{icecast_run['listen_backlog']} (Icecast hard-codes 5: raised by an LD_PRELOAD shim "
+                    "when a C compiler is there). One source thread serves every listener of a mount.", ""]
+        for e in sbs.get("errors", []):
+            out += [f"Failed: {e['server']} at {e['viewers']} viewers, round {e['round']}: `{e['error']}`", ""]
         if sbs.get("icecast_stopped_holding_at"):
             out += [f"Icecast stopped holding at {sbs['icecast_stopped_holding_at']} viewers: "
                     "not run at larger N.", ""]

@@ -86,7 +86,8 @@ def test_load_client_streams_counts_stream_bytes_and_names_a_refusal():
 def run_row(server: str, **over) -> dict:
     row = {"server": server, "viewers": 1000, "cpu_s_per_gb": 0.4, "cpu_cores": 0.1, "rss_mb": 30.0,
            "below_95pct": 0, "dropped": 0, "listen_overflows": 0, "first_byte_p50_ms": 5,
-           "first_byte_p99_ms": 9, "first_media_p50_ms": 5, "first_media_p99_ms": 9}
+           "first_byte_p99_ms": 9, "first_media_p50_ms": 5, "first_media_p99_ms": 9, "source_kbps": 2100,
+           "viewer_rate_median_kbps": 2090}
     return row | over
 
 
