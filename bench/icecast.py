@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import grp
 import os
 import pwd
-import grp
 import re
 import secrets
 import shutil

@@ -171,6 +171,7 @@ def summarise(runs: list[dict]) -> dict:
     return {
         "server": runs[0]["server"], "viewers": runs[0]["viewers"], "rounds": len(runs),
         "cpu_s_per_gb": med("cpu_s_per_gb"), "cpu_cores": med("cpu_cores"), "rss_mb": med("rss_mb"),
+        "source_kbps": med("source_kbps"), "viewer_rate_median_kbps": med("viewer_rate_median_kbps"),
         "below_95pct": max(r["below_95pct"] for r in runs), "dropped": max(r["dropped"] for r in runs),
         "listen_overflows": max(r["listen_overflows"] for r in runs),
         "first_byte_p50_ms": med("first_byte_p50_ms"), "first_byte_p99_ms": med("first_byte_p99_ms"),

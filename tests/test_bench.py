@@ -95,6 +95,7 @@ def test_summary_takes_the_median_cost_and_the_worst_losses():
     row = side_by_side.summarise([run_row("icecast2", cpu_s_per_gb=5.0, dropped=0),
                                   run_row("icecast2", cpu_s_per_gb=6.0, dropped=40)])
     assert row["cpu_s_per_gb"] == 5.5 and row["dropped"] == 40 and row["rounds"] == 2
+    assert row["source_kbps"] == 2100 and row["viewer_rate_median_kbps"] == 2090
     assert row["holds"] is False  # 40 of 1000 is over the 1 % it may lose
 
 
