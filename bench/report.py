@@ -65,10 +65,11 @@ def markdown(report: dict) -> str:
                        if isinstance(v, dict) and "p50_ms" in v]), ""]
     churn = report.get("churn")
     if churn:
-        s, e = churn["start"], churn["end"]
+        f, s, e = churn.get("fresh"), churn["start"], churn["end"]
+        rows = [[f"fresh (before {churn.get('warm_up_cycles')} warm-up cycles)", f["processes"], f["fds"], f["rss_mb"]]] if f else []
+        rows += [["start", s["processes"], s["fds"], s["rss_mb"]], ["end", e["processes"], e["fds"], e["rss_mb"]]]
         out += [f"## Churn soak: {churn['cycles']} cycles of tune in, read, leave ({churn['seconds']:g} s)", "",
-                table(["", "processes", "fds", "RSS MB"],
-                      [["start", s["processes"], s["fds"], s["rss_mb"]], ["end", e["processes"], e["fds"], e["rss_mb"]]]),
+                table(["", "processes", "fds", "RSS MB"], rows),
                 "",
                 table(["", "p50 ms", "p99 ms", "max ms"],
                       [[name, churn[k]["p50_ms"], churn[k]["p99_ms"], churn[k]["max_ms"]]
