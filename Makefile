@@ -12,7 +12,7 @@ TEST_DEBS := ffmpeg mpv vlc-bin vlc-plugin-base curl fonts-dejavu-core procps ch
 TEST_DEBS += xmltv-util libxml2-utils
 BUILD_DEBS := libcap-dev gcc
 
-.PHONY: venv run test bench system-test-tools clean cluster-demo
+.PHONY: venv run test bench bench-tools system-test-tools clean cluster-demo
 
 venv: $(STAMP)
 
@@ -43,7 +43,21 @@ system-test-tools:
 test: venv system-test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: venv system-test-tools
+# The bench's own: Icecast2 to compare with (installed when root and missing), matplotlib for the plots.
+BENCH_DEBS := icecast2
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	@$(BIN)/pip install -q -e '.[test,bench]'
+	@touch $@
+
+bench-tools:
+	@command -v icecast2 >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_DEBS); \
+	  else echo "icecast2 is missing and we are not root: the bench measures our service alone"; fi; }
+
+bench: venv system-test-tools bench-tools $(BENCH_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 # An origin, two edges relaying it and HAProxy in front, on loopback ports; Ctrl-C stops them.

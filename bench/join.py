@@ -71,6 +71,11 @@ def percentiles(samples: list[float]) -> dict:
             "p99_ms": round(1000 * s[min(len(s) - 1, int(0.99 * len(s)))]), "max_ms": round(1000 * s[-1])}
 
 
+def distribution(samples: list[float]) -> dict:
+    """Percentiles, and the samples themselves for the plots."""
+    return {**percentiles(samples), "samples_ms": [round(1000 * v, 1) for v in samples]}
+
+
 def keep_watching(port: int, channel: str) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(f"GET /channels/{channel}.ts HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
@@ -90,7 +95,7 @@ def run(joins: int = 50, colds: int = 10) -> dict:
             deadline = time.monotonic() + 10
             while channel_state(svc.port, "cold") != "idle" and time.monotonic() < deadline:
                 time.sleep(0.05)
-        out["cold_start"] = percentiles(cold)
+        out["cold_start"] = distribution(cold)
         out["teardown_after_last_viewer"] = teardown_from_metrics(svc.port, "cold")
         # Keepers hold the warm channels up; their socket buffers absorb the stream
         # and they are never read (max_lag 600 s keeps them connected for the run).
@@ -98,7 +103,7 @@ def run(joins: int = 50, colds: int = 10) -> dict:
         try:
             time.sleep(2)  # a GOP or two in the buffer before the first warm join
             for mode in ("keyframe", "live"):
-                out[f"warm_join_{mode}"] = percentiles(
+                out[f"warm_join_{mode}"] = distribution(
                     [first_frame_seconds(ffmpeg, f"{base}/{mode}.ts") for _ in range(joins)])
         finally:
             for k in keepers:

@@ -1,0 +1,158 @@
+"""What a bench run wrote: the markdown table (pure: report dict in, text out) and the PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SERVER_NAMES = {"retrovue-air": "retrovue-air (front)", "icecast2": "Icecast 2"}
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    out = [f"# Bench {report['when']}", "",
+           f"Machine: {report['machine']}, {report['cpus']} CPUs. {report.get('note', '')}".rstrip(), ""]
+    sbs = report.get("side_by_side")
+    if sbs:
+        out += [f"## Side by side: one {sbs['channel_kbps']} kbit/s test-pattern channel, "
+                f"{sbs['seconds']:g} s windows, {sbs['rounds']} interleaved rounds (medians; losses: worst round)", "",
+                table(["server", "viewers", "CPU-s/GB", "cores", "RSS MB", "below 95 %", "dropped",
+                       "listen overflows", "first byte p50 ms", "first byte p99 ms", "source kbit/s",
+                       "median viewer kbit/s", "holds"],
+                      [[SERVER_NAMES.get(r["server"], r["server"]), r["viewers"], r["cpu_s_per_gb"],
+                        r["cpu_cores"], r["rss_mb"], r["below_95pct"], r["dropped"], r["listen_overflows"],
+                        r["first_media_p50_ms"], r["first_media_p99_ms"], r.get("source_kbps"),
+                        r.get("viewer_rate_median_kbps"), r["holds"]]
+                       for r in sbs["summary"]]), ""]
+        icecast_run = next((r for r in sbs["runs"] if r["server"] == "icecast2"), None)
+        if icecast_run:
+            lim = icecast_run["limits"]
+            out += [f"Icecast 2 limits: `<clients>` N + 100, `<sources>` {lim['sources']}, `<queue-size>` "
+                    f"{lim['queue_size']} bytes (our max lag), `<burst-size>` {lim['burst_size']}; listen backlog "
+                    f"{icecast_run['listen_backlog']} (Icecast hard-codes 5: raised by an LD_PRELOAD shim "
+                    "when a C compiler is there). One source thread serves every listener of a mount.", ""]
+        for e in sbs.get("errors", []):
+            out += [f"Failed: {e['server']} at {e['viewers']} viewers, round {e['round']}: `{e['error']}`", ""]
+        if sbs.get("icecast_stopped_holding_at"):
+            out += [f"Icecast stopped holding at {sbs['icecast_stopped_holding_at']} viewers: "
+                    "not run at larger N.", ""]
+    fan = report.get("fanout")
+    if fan:
+        f, b = fan["front"], fan["bare_python_loop_64k"]
+        out += ["## Front against a bare Python 64 KiB send loop", "",
+                table(["", "viewers", "CPU-s/GB"], [["front", f["viewers"], f["front_s_per_gb"]],
+                                                    ["bare loop", b["viewers"], b["s_per_gb"]]]),
+                "", f"Ratio front / bare loop: {fan['ratio_front_to_bare']}", ""]
+    join = report.get("join")
+    if join:
+        out += ["## Join latency (connect until ffmpeg decodes the first video frame)", "",
+                table(["", "n", "p50 ms", "p99 ms", "max ms"],
+                      [[k, v["n"], v["p50_ms"], v["p99_ms"], v["max_ms"]] for k, v in join.items()
+                       if isinstance(v, dict) and "p50_ms" in v]), ""]
+    churn = report.get("churn")
+    if churn:
+        f, s, e = churn.get("fresh"), churn["start"], churn["end"]
+        rows = [[f"fresh (before {churn.get('warm_up_cycles')} warm-up cycles)", f["processes"], f["fds"], f["rss_mb"]]] if f else []
+        rows += [["start", s["processes"], s["fds"], s["rss_mb"]], ["end", e["processes"], e["fds"], e["rss_mb"]]]
+        out += [f"## Churn soak: {churn['cycles']} cycles of tune in, read, leave ({churn['seconds']:g} s)", "",
+                table(["", "processes", "fds", "RSS MB"], rows),
+                "",
+                table(["", "p50 ms", "p99 ms", "max ms"],
+                      [[name, churn[k]["p50_ms"], churn[k]["p99_ms"], churn[k]["max_ms"]]
+                       for name, k in (("first packet (cold start)", "first_packet"),
+                                       ("teardown: leave → ffmpeg exited", "teardown_ffmpeg_exited"),
+                                       ("teardown: leave → worker reaped", "teardown_worker_reaped"))]),
+                "", f"Front's own teardown histogram (STOP sent → worker exit): "
+                    f"{churn['teardown_front_histogram']['n']} samples, mean "
+                    f"{churn['teardown_front_histogram']['mean_ms']} ms. Stuck cycles: {churn['stuck']}.", ""]
+    return "\n".join(out)
+
+
+def plots(report: dict, stem: Path) -> list[Path]:
+    """PNG plots next to the report: cost and memory against viewers, latency distributions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    sbs = report.get("side_by_side")
+    if sbs and sbs["summary"]:
+        fig, (cost, rss) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for server in dict.fromkeys(r["server"] for r in sbs["summary"]):
+            rows = [r for r in sbs["summary"] if r["server"] == server]
+            n = [r["viewers"] for r in rows]
+            cost.plot(n, [r["cpu_s_per_gb"] for r in rows], "o-", label=SERVER_NAMES.get(server, server))
+            rss.plot(n, [r["rss_mb"] for r in rows], "o-", label=SERVER_NAMES.get(server, server))
+        fan = report.get("fanout")
+        if fan:
+            b = fan["bare_python_loop_64k"]
+            cost.plot([b["viewers"]], [b["s_per_gb"]], "k^", label="bare Python 64 KiB send loop")
+        for ax, title, unit in ((cost, "server CPU per GB delivered", "CPU-s/GB"), (rss, "server RSS", "MB")):
+            ax.set_xscale("log")
+            ax.set_xlabel("viewers")
+            ax.set_ylabel(unit)
+            ax.set_title(title)
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+            ax.set_ylim(bottom=0)
+        fig.suptitle(f"{report['when']} — {report['machine']}", fontsize=8)
+        fig.tight_layout()
+        written.append(_save(fig, stem, "viewers"))
+
+    samples = _latency_samples(report)
+    if samples:
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        for label, values in samples.items():
+            s = sorted(values)
+            ax.step(s, [(i + 1) / len(s) for i in range(len(s))], where="post", label=f"{label} (n={len(s)})")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms")
+        ax.set_ylabel("fraction of samples ≤ x")
+        ax.set_title("join and teardown latency (cumulative distribution)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(_save(fig, stem, "latency"))
+    return written
+
+
+def _latency_samples(report: dict) -> dict[str, list[float]]:
+    out = {}
+    for mode, v in (report.get("join") or {}).items():
+        if isinstance(v, dict) and v.get("samples_ms"):
+            out[f"join: {mode.replace('_', ' ')} (first frame decoded)"] = v["samples_ms"]
+    churn = report.get("churn")
+    if churn:
+        out["churn: cold start, first packet"] = churn["samples_ms"]["first_packet"]
+        out["churn: teardown, leave → ffmpeg exited"] = churn["samples_ms"]["ffmpeg_exited"]
+    sbs = report.get("side_by_side")
+    if sbs:
+        biggest = max(r["viewers"] for r in sbs["runs"])
+        for r in sbs["runs"]:
+            if r["viewers"] == biggest and r["round"] == 0:
+                out[f"{SERVER_NAMES.get(r['server'], r['server'])}: first byte, N={biggest}"] = r["first_media_samples_ms"]
+    return {k: v for k, v in out.items() if v}
+
+
+def _save(fig, stem: Path, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = stem.with_name(f"{stem.name}-{name}.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
