@@ -134,7 +134,19 @@ def _bitrate(channel, live_for: float | None) -> str:
     return f"{kbps:,.0f} kb/s <span class=note>average</span><br><span class=note>{_e(configured)}</span>"
 
 
-def _channel_card(channel, now: float) -> str:
+def _ingest(status) -> str:
+    """The Ingest row (issue 13): files in the cache, and the one being made."""
+    if status is None:
+        return "not started"
+    text = f"{status.ingested} of {status.files} files"
+    if status.current:
+        text += f" \u00b7 {status.current} {status.percent} %"
+    if status.failed:
+        text += f" \u00b7 {status.failed} failed"
+    return text
+
+
+def _channel_card(channel, now: float, ingest=None) -> str:
     lc = channel.lifecycle
     state = lc.state.shown
     live_for = _live_seconds(channel, now)
@@ -149,6 +161,8 @@ def _channel_card(channel, now: float) -> str:
         ("On now", _e(on_now(channel.config))),
         ("Picture", _e(f"{channel.config.width}\u00d7{channel.config.height} @ {channel.config.fps} fps")),
     ]
+    if channel.config.ingest:
+        rows.append(("Ingest", _e(_ingest(ingest and ingest.channels.get(channel.id)))))
     dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     error = f'<p class=error role=alert>Last error: {_e(lc.failure)}</p>' if lc.failure else ""
     return f"""<article class="tv {looks} {_e(state)}" id="channel-{cid}" data-channel="{cid}" data-state="{_e(state)}" data-viewers="{viewers}">
@@ -169,7 +183,7 @@ def render(state, host: str) -> bytes:
     channels = state.channels
     live = sum(1 for c in channels if c.lifecycle.state.shown == "live")
     watching = state.viewers
-    cards = "\n".join(_channel_card(c, now) for c in channels)
+    cards = "\n".join(_channel_card(c, now, state.ingest) for c in channels)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     page = f"""<!doctype html>
 <html lang=en>

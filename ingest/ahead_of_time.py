@@ -9,8 +9,9 @@ import sys
 
 from retrovue_air import config as configuration, house_format
 
-from .ingester import Ingester, lower_priority
-from .work_list import IngestJob, work_list
+from .ingester import Ingester, each, lower_priority
+from .progress import ChannelTally, ProgressFile
+from .work_list import IngestJob, wanted, work_list
 
 log = logging.getLogger("ingest")
 BAR_WIDTH = 30
@@ -68,12 +69,16 @@ def main(argv: list[str]) -> int:
     if bar.tty:  # the bar says which file and how far; only warnings and errors interrupt it
         logging.getLogger("ingest").setLevel(logging.WARNING)
     max_bytes = round(cfg.cache_max_gb * 1e9) if cfg.cache_max_gb else None
-    ingester = Ingester(jobs, directory, ffmpeg_binary(), max_bytes, cfg.ingest_jobs, bar)
+    os.makedirs(directory, exist_ok=True)
+    progress = ProgressFile(directory, ChannelTally(wanted(cfg), jobs))  # a running service shows it too
+    ingester = Ingester(jobs, directory, ffmpeg_binary(), max_bytes, cfg.ingest_jobs, each(bar, progress))
     try:
         code = ingester.run()
     except KeyboardInterrupt:
         log.error("interrupted: %d of %d files ingested", ingester.done, len(jobs))
         return 130
+    finally:
+        progress.write(running=False)
     for job, error in ingester.failures:
         log.error("%s: %s", job.source, error)
     if code:

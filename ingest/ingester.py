@@ -23,9 +23,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from air_worker.ffmpeg_command import ffmpeg_binary
 from retrovue_air import child_process, house_format
 
-from .work_list import IngestJob, cache_entries, evictions
+from .progress import ChannelTally, ProgressFile
+from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
 
 log = logging.getLogger("ingest")
 
@@ -236,6 +238,14 @@ def remove(path: str) -> None:
         pass
 
 
+def each(*callbacks):
+    """One on_progress that tells several."""
+    def tell(*args) -> None:
+        for callback in callbacks:
+            callback(*args)
+    return tell
+
+
 class ProgressLog:
     """The service's progress report: a log line per file every 10 percent."""
 
@@ -257,29 +267,31 @@ def run_ingester(config, parent_pid: int) -> int:
     import prctl
 
     prctl.set_no_new_privs(True)
-    from air_worker.ffmpeg_command import ffmpeg_binary
-
-    from .work_list import work_list
-
     lower_priority()
     wake_r, wake_w = socket.socketpair()
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, lambda *_: None)
+    directory = house_format.cache_dir(config)
+    progress = None
     try:
+        os.makedirs(directory, exist_ok=True)
         jobs = work_list(config)
+        progress = ProgressFile(directory, ChannelTally(wanted(config), jobs))
         if not jobs:
-            log.info("every file is in the cache (%s)", house_format.cache_dir(config))
+            log.info("every file is in the cache (%s)", directory)
             return 0
-        log.info("%d files to ingest into %s", len(jobs), house_format.cache_dir(config))
+        log.info("%d files to ingest into %s", len(jobs), directory)
         max_bytes = round(config.cache_max_gb * 1e9) if config.cache_max_gb else None
-        ingester = Ingester(jobs, house_format.cache_dir(config), ffmpeg_binary(), max_bytes, config.ingest_jobs,
-                            ProgressLog())
+        ingester = Ingester(jobs, directory, ffmpeg_binary(), max_bytes, config.ingest_jobs,
+                            each(ProgressLog(), progress))
         code = ingester.run(wake_r)
         if code == 0 and ingester.done == len(jobs):
             log.info("all %d files ingested", len(jobs))
         return code
     finally:
+        if progress is not None:
+            progress.write(running=False)
         signal.set_wakeup_fd(-1)
         wake_r.close()
         wake_w.close()

@@ -23,24 +23,31 @@ class IngestJob:
 def work_list(config: Config) -> list[IngestJob]:
     """Every (file, house format) that a channel with ingest = true plays and the cache lacks,
     each once however many channels share it, in the order the channels list them."""
-    directory = house_format.cache_dir(config)
     jobs: dict[str, IngestJob] = {}
+    for job in wanted(config):
+        if job.target not in jobs and house_format.lookup(house_format.cache_dir(config), job.source, job.fmt) is None:
+            jobs[job.target] = job
+    return list(jobs.values())
+
+
+def wanted(config: Config) -> list[IngestJob]:
+    """Every file of every channel with ingest = true, in the channel's format, cached or not."""
+    directory = house_format.cache_dir(config)
+    out = []
     for channel in config.channels:
         source = channel.source
         if not channel.ingest or not isinstance(source, MediaFiles) or source.schedule is None:
             continue
         fmt = house_format.house_format(channel)
         programmes = [*source.schedule.playlist, *(p for b in source.schedule.blocks for p in b.programmes)]
-        for programme in programmes:
+        for programme in {p.path: p for p in programmes}.values():
             try:
                 target = house_format.entry_path(directory, programme.path, fmt)
             except OSError:
                 continue  # gone since the config was read: the channel will say so when it plays
-            if target in jobs or house_format.lookup(directory, programme.path, fmt) is not None:
-                continue
-            jobs[target] = IngestJob(programme.path, programme.duration, programme.path not in source.silent,
-                                     fmt, target, channel.id)
-    return list(jobs.values())
+            out.append(IngestJob(programme.path, programme.duration, programme.path not in source.silent,
+                                 fmt, target, channel.id))
+    return out
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import requests
 import schedule_media as media
 from harness import RawViewer, files_channel, require_tool, wait_until
 from test_scheduled_playout import decoded_frames
@@ -18,8 +19,9 @@ from ts_packets_check import strict_ts_problems
 
 from air_worker.cached_playout import cached_airing_list, cached_window, from_now
 from ingest.ingester import Ingester, parse_progress
+from ingest.progress import ChannelTally
 from ingest.work_list import CacheEntry, IngestJob, evictions, work_list
-from retrovue_air import config, house_format
+from retrovue_air import config, house_format, ingest_progress
 from retrovue_air.house_format import CachedFile, HouseFormat
 from retrovue_air.schedule import Airing, Programme
 
@@ -86,6 +88,28 @@ def test_ffmpeg_progress_is_read_across_reads():
     assert (done, rest) == (400000, b"out_time_us=8")
     done, rest = parse_progress(rest + b"00000\nout_time_us=N/A\nprogress=end\n")
     assert (done, rest) == (800000, b"")
+
+
+def test_the_progress_file_says_per_channel_how_many_files_are_in_and_which_one_is_being_made():
+    def job(name: str, channel: str) -> IngestJob:
+        return IngestJob(f"/m/{name}.mp4", 4.0, True, FMT, f"/c/{name}.ts", channel)
+    wanted = [job("a", "one"), job("b", "one"), job("a", "two"), job("c", "two")]
+    tally = ChannelTally(wanted, pending=[job("b", "one"), job("c", "two")])  # a is cached already
+    tally.note(job("b", "one"), 0.42)
+    data = ingest_progress.encode(1234, True, tally.channels())
+    status = ingest_progress.decode(data, alive=lambda pid: pid == 1234)
+    assert status.running
+    assert status.channels["one"] == ingest_progress.ChannelIngest(2, 1, 0, "b.mp4", 42)
+    assert status.channels["two"] == ingest_progress.ChannelIngest(2, 1, 0, None, None)
+    tally.note(job("b", "one"), 1.0)
+    tally.note(job("c", "two"), None)
+    status = ingest_progress.decode(ingest_progress.encode(1234, True, tally.channels()), alive=lambda pid: True)
+    assert status.channels["one"] == ingest_progress.ChannelIngest(2, 2, 0, None, None)
+    assert status.channels["two"] == ingest_progress.ChannelIngest(2, 1, 1, None, None)
+    # An ingester killed mid-file: its pid is gone, so nothing is being made.
+    killed = ingest_progress.decode(data, alive=lambda pid: False)
+    assert not killed.running and killed.channels["one"] == ingest_progress.ChannelIngest(2, 1, 0)
+    assert ingest_progress.decode(b"{not json") is None
 
 
 # Configuration
@@ -204,6 +228,13 @@ def test_a_channel_plays_from_the_cache_once_ingested_seamlessly_across_item_cha
     service.wait_for_log(r"ingester: all 5 files ingested", timeout=60)
     service.wait_for_log(r"the ingester exited with status 0", timeout=10)
     assert not service.ffmpegs(), "an ffmpeg runs before anyone watches"
+    # How far ingest got, on /channels, /metrics and the status page.
+    assert service.channels()["tv"]["ingest"] == {"files": 5, "ingested": 5, "failed": 0, "current": None,
+                                                  "percent": None}
+    assert "1" not in {c for c, v in service.channels().items() if "ingest" in v}  # a test pattern: no ingest
+    metrics = requests.get(service.url("/metrics"), timeout=5).text
+    assert 'retrovue_air_ingest_files{channel="tv",state="ingested"} 5.0' in metrics, metrics
+    assert "5 of 5 files" in requests.get(service.url("/"), timeout=5).text
 
     schedule = config.load(str(tmp_path / "retrovue-air.toml")).channel("tv").source.schedule
 
