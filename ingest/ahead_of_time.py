@@ -63,7 +63,10 @@ def main(argv: list[str]) -> int:
         log.info("every file is already in the cache (%s)", directory)
         return 0
     from air_worker.ffmpeg_command import ffmpeg_binary
+    from supervisor.arbiter import drop_privileges
 
+    if cfg.user and os.geteuid() == 0:
+        drop_privileges(cfg.user)  # the cache must be the service's to write, evict and touch
     lower_priority()
     bar = ProgressBar()
     if bar.tty:  # the bar says which file and how far; only warnings and errors interrupt it

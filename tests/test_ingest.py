@@ -289,3 +289,37 @@ def test_a_window_with_a_file_not_yet_ingested_is_transcoded_live(tmp_path, sche
     assert Ingester(work_list(cfg), house_format.cache_dir(cfg), ffmpeg_binary()).run() == 0
     entries = cached_window(channel, cfg, airings)
     assert entries is not None and set(entries) == {str(schedule_media[n]) for n in ORDER}
+
+
+def test_a_reload_that_changes_a_channels_format_ingests_its_files_again(service_factory, schedule_media, tmp_path):
+    import signal
+
+    require_tool("ffmpeg")
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"',
+        extra=files_channel("tv", schedule_media["red"], schedule_media["green"], width=160, height=90,
+                            video_kbps=200, audio_kbps=64, ingest=True))
+    service.wait_for_log(r"ingester: all 2 files ingested", timeout=60)
+    service.wait_for_log(r"the ingester exited with status 0")
+    path = tmp_path / "retrovue-air.toml"
+    path.write_text(path.read_text().replace("width = 160", "width = 192"))
+    mark = service.log_mark()
+    service.proc.send_signal(signal.SIGHUP)
+    service.wait_for_log(r"SIGHUP: configuration reloaded", start=mark)
+    service.wait_for_log(r"ingester: ingesting .*red\.mp4 for channel tv \(192x90 25 fps\)", start=mark, timeout=30)
+    service.wait_for_log(r"ingester: all 2 files ingested", start=mark, timeout=60)
+    entries = [n for n in os.listdir(tmp_path / "state" / "cache") if n.endswith(".ts")]
+    assert len(entries) == 4, entries  # both formats: the old ones are left to eviction
+
+
+def test_over_the_size_limit_the_least_recently_played_entry_goes(tmp_path, schedule_media):
+    from air_worker.ffmpeg_command import ffmpeg_binary
+
+    require_tool("ffmpeg")
+    cache = tmp_path / "cache"
+    jobs = [IngestJob(str(schedule_media[n]), 4.0, True, FMT, str(cache / f"{n}-x.ts"), "tv") for n in ("red", "green")]
+    assert Ingester(jobs[:1], str(cache), ffmpeg_binary()).run() == 0
+    os.utime(cache / "red-x.ts", (time.time() - 3600, time.time() - 3600))  # last played an hour ago
+    size = os.path.getsize(cache / "red-x.ts")
+    assert Ingester(jobs[1:], str(cache), ffmpeg_binary(), max_bytes=size * 3 // 2).run() == 0
+    assert sorted(os.listdir(cache)) == ["green-x.ts", "green-x.ts.json"]
