@@ -84,6 +84,7 @@ class Ingester:
     # and its end: fraction 1.0, or None when it failed.
     on_progress: Callable[[IngestJob, float | None, int, int], None] = lambda job, fraction, number, total: None
     failures: list[tuple[IngestJob, str]] = field(default_factory=list)
+    done: int = 0  # files ingested so far
 
     def run(self, wake: socket.socket | None = None) -> int:
         """Ingest every job; 0 when all succeeded, 1 if any failed, 0 at once when woken (stop)."""
@@ -91,7 +92,6 @@ class Ingester:
         self.remove_stale_parts()
         pending = collections.deque(self.jobs)
         running: dict[int, Running] = {}
-        self.done = 0
         sel = selectors.DefaultSelector()
         try:
             if wake is not None:
