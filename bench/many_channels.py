@@ -3,7 +3,7 @@
 First a cold-start storm: `storm` idle channels tuned in at the same moment, one viewer each
 (first byte p50/p99, refusals). Then every channel with `viewers` viewers each, all read by one
 load client: after the cold-start burst, each viewer's rate over a steady window against the
-median (at rate: at least 90 % of it), losses, and the CPU of the channels' ffmpegs and the front.
+median of its channel's viewers (at rate: at least 90 % of it), losses, and the CPU of the channels' ffmpegs and the front.
 
     .venv/bin/python -m bench.many_channels [--channels 100] [--viewers 10] [--storm 50] [--seconds 10]
 """
@@ -134,13 +134,21 @@ def run(channels: int, viewers: int, storm: int, seconds: float) -> dict:
                 after = cpu_by_role(supervisor)
                 rates = [(b - a) / elapsed for a, b in zip(bytes_before, load.body_bytes() + cold.body_bytes())]
                 median = statistics.median(rates)
+                # The programmes' bitrates vary (bars compress to little, a test pattern less), and
+                # channels started at different moments: a viewer is at rate when it gets what the
+                # other viewers of its channel get.
+                channel_of = paths + [f"/channels/c{i}.ts" for i in range(storm)]
+                by_channel: dict[str, list[float]] = {}
+                for path, rate in zip(channel_of, rates):
+                    by_channel.setdefault(path, []).append(rate)
+                below = sum(rate < 0.9 * statistics.median(by_channel[path]) for path, rate in zip(channel_of, rates))
                 result = {
                     "channels": channels, "viewers_per_channel": viewers, "window_seconds": round(elapsed, 2),
                     "ffmpegs": len(ffmpegs), "remuxing_from_cache": remuxing,
                     "viewers": len(rates), "streaming": load.streaming() + cold.streaming(),
                     "lost": {**load.losses(), **cold.losses()},
                     "median_bytes_per_second": round(median),
-                    "below_90_percent_of_median": sum(r < 0.9 * median for r in rates),
+                    "below_90_percent_of_their_channels_median": below,
                     "cores": {k: round((after[k] - before[k]) / elapsed, 3) for k in after},
                     "ffmpeg_cores_per_channel": round((after["ffmpeg"] - before["ffmpeg"]) / elapsed / channels, 4),
                     "storm": storm_result,
