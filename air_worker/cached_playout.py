@@ -10,7 +10,9 @@ A remux can only start on a keyframe. An airing that starts inside a file (the o
 when the stream starts, or one the loop resumes after a daily block) is started at the
 keyframe at or before its inpoint and keeps its length on the wall clock: it shows up to
 one GOP (keyframe_seconds) of the programme from before the schedule's moment and loses as
-much of its tail, and the next airing changes on time.
+much of its tail, and the next airing changes on time. The airing before one that starts
+mid-file ends its sound 43 ms (two AAC frames) and perhaps its last picture early, to make room
+for the audio that the seek brings from just before the keyframe.
 """
 
 from __future__ import annotations
@@ -27,25 +29,40 @@ from retrovue_air.schedule import Airing
 
 log = logging.getLogger("air_worker")
 
+# Two AAC frames at 48 kHz: how far before a keyframe the audio muxed after it can reach.
+SEEK_AUDIO_LEAD_SECONDS = 2 * 1024 / house_format.AUDIO_RATE
+
 
 def cached_airing_list(airings: list[Airing], entries: dict[str, CachedFile], fmt: HouseFormat) -> str:
     """The concat playlist of `airings` from their cache entries (every one must have an entry)."""
+    begins = [keyframe_begin(a, entries[a.programme.path], fmt) for a in airings]
     out = ["ffconcat version 1.0\n"]
-    for a in airings:
+    for i, a in enumerate(airings):
         entry = entries[a.programme.path]
         length = a.end - a.start
-        begin = entry.start_time
-        if a.inpoint > 0:
-            step = fmt.keyframe_interval
-            k = math.floor((entry.start_time + a.inpoint - entry.video_start + 1e-6) / step)
-            if k > 0:
-                begin = entry.video_start + k * step
+        begin = begins[i]
+        end = begin + length
+        if i + 1 < len(airings) and begins[i + 1] > entries[airings[i + 1].programme.path].start_time:
+            # The next one starts mid-file: the demuxer's seek also brings the audio packets muxed
+            # after that keyframe with earlier timestamps, which would overlap this one's last
+            # (ffmpeg then rewrites timestamps). Ending this one's sound that much sooner leaves
+            # them room; its length on the clock is unchanged.
+            end -= SEEK_AUDIO_LEAD_SECONDS
         out.append("file '" + entry.path.replace("'", "'\\''") + "'\n")
         if begin > entry.start_time:
             out.append(f"inpoint {begin:.6f}\n")
-        out.append(f"outpoint {begin + length:.6f}\n")
+        out.append(f"outpoint {end:.6f}\n")
         out.append(f"duration {length:.6f}\n")
     return "".join(out)
+
+
+def keyframe_begin(a: Airing, entry: CachedFile, fmt: HouseFormat) -> float:
+    """Where in its file the airing's remux starts: the keyframe at or before its inpoint."""
+    if a.inpoint <= 0:
+        return entry.start_time
+    step = fmt.keyframe_interval
+    k = math.floor((entry.start_time + a.inpoint - entry.video_start + 1e-6) / step)
+    return entry.video_start + k * step if k > 0 else entry.start_time
 
 
 def cached_window(channel: Channel, config: Config, airings: list[Airing]) -> dict[str, CachedFile] | None:

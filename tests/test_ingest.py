@@ -3,6 +3,7 @@ channel's format, and a channel whose window is all ingested played by remuxing 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -73,6 +74,12 @@ def test_a_remux_playlist_starts_the_first_airing_on_a_keyframe_and_keeps_every_
     # An inpoint inside the first GOP starts at the file's start.
     early = cached_airing_list(from_now(airings, 100.5), entries, FMT).splitlines()
     assert early[1:4] == ["file '/c/red.ts'", "outpoint 3.500000", "duration 3.500000"]
+    # Green resumed 1.5 s in (after a block): from its keyframe at 1.061333; red before it ends
+    # its sound two AAC frames early, so that the audio green's seek brings along fits.
+    resumed = cached_airing_list([Airing(red, 100.0, 104.0), Airing(green, 104.0, 106.5, 1.5)], entries, FMT)
+    assert resumed.splitlines()[1:] == ["file '/c/red.ts'", "outpoint 3.957333", "duration 4.000000",
+                                        "file '/c/green.ts'", "inpoint 1.061333", "outpoint 3.561333",
+                                        "duration 2.500000"]
 
 
 def test_the_size_limit_evicts_the_least_recently_played_first_and_never_the_new_entry():
@@ -289,6 +296,29 @@ def test_a_window_with_a_file_not_yet_ingested_is_transcoded_live(tmp_path, sche
     assert Ingester(work_list(cfg), house_format.cache_dir(cfg), ffmpeg_binary()).run() == 0
     entries = cached_window(channel, cfg, airings)
     assert entries is not None and set(entries) == {str(schedule_media[n]) for n in ORDER}
+
+    # Remuxed, airings that start mid-file (as after a daily block) still make one clean TS.
+    from air_worker.ffmpeg_command import build_command
+
+    def airing(name: str, start: float, end: float, inpoint: float = 0.0) -> Airing:
+        return Airing(Programme(str(schedule_media[name]), media.SECONDS, name), start, end, inpoint)
+    resumed = [airing("red", 0, 4), airing("green", 4, 6.5, inpoint=1.5), airing("blue", 6.5, 10.5),
+               airing("cyan", 10.5, 12, inpoint=2.5), airing("red", 12, 14)]
+    playlist = tmp_path / "resumed.ffconcat"
+    playlist.write_text(cached_airing_list(resumed, entries, house_format.house_format(channel)))
+    remux = dataclasses.replace(channel, transcode=False, join_burst_seconds=0)
+    cmd = build_command(remux, ffmpeg_binary(), str(playlist))
+    cmd = [arg for arg in cmd if arg != "-re"][:-1] + [str(tmp_path / "resumed.ts")]
+    made = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0 and made.stderr == "", made.stderr
+    body = (tmp_path / "resumed.ts").read_bytes()
+    assert strict_ts_problems(body) == []
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-f", "mpegts", "-i", "-", "-f", "null", "-"],
+                            input=body, capture_output=True, timeout=60)
+    assert decode.returncode == 0 and decode.stderr == b"", decode.stderr.decode(errors="replace")
+    seen = [media.which_item(luma).name for luma, _ in decoded_frames("ffmpeg", body, rate=4)]
+    changes = [name for i, name in enumerate(seen) if i == 0 or name != seen[i - 1]]
+    assert changes == ["red", "green", "blue", "cyan", "red"], seen
 
 
 def test_a_reload_that_changes_a_channels_format_ingests_its_files_again(service_factory, schedule_media, tmp_path):
