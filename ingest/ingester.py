@@ -63,7 +63,10 @@ def parse_progress(data: bytes) -> tuple[int | None, bytes]:
 
 def lower_priority() -> None:
     """Idle CPU and I/O priority for this process and every ffmpeg it starts (they inherit both)."""
-    os.setpriority(os.PRIO_PROCESS, 0, 19)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+    except OSError as e:  # a system call filter may refuse it
+        log.warning("cannot lower the CPU priority (%s): ingest runs at normal priority", e)
     ionice = shutil.which("ionice")
     if ionice is None:
         log.warning("ionice (util-linux) not found: ingest runs at normal I/O priority")
