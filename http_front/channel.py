@@ -98,7 +98,8 @@ class Channel:
             error, tail = error and redact_paths(error), redact_paths(tail)
         return {"id": self.id, "name": self.config.name, "state": lc.state.shown,
                 "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
-                "ffmpeg_pid": lc.ffmpeg_pid, "error": error, "stderr_tail": tail}
+                "ffmpeg_pid": lc.ffmpeg_pid, "error": error, "stderr_tail": tail,
+                "join_seconds": self.stats.join.summary(), "cold_start_seconds": self.stats.cold_start.summary()}
 
     # The stream FD
 
@@ -289,7 +290,9 @@ class Channel:
             self._join_at_keyframe(viewer, now)
         viewer.start_cursor = viewer.cursor
         viewer.bound_send_buffer(max(32 * 1024, self.config.bytes_per_second // 2))
-        return viewer.send(buffer)
+        sent = viewer.send(buffer)
+        (self.stats.cold_start if from_start else self.stats.join).observe(now - viewer.requested_at)
+        return sent
 
     def _join_at_keyframe(self, viewer: Viewer, now: float) -> None:
         """Start a late joiner at PAT, PMT and a keyframe at least join_burst_seconds back.

@@ -107,6 +107,10 @@ def on_now(config) -> str:
     source = config.source
     if isinstance(source, TestPattern):
         return f"Test pattern with a {source.tone_hz} Hz tone"
+    if isinstance(source, MediaFiles) and getattr(source, "schedule", None) is not None:
+        airing = source.schedule.airing_at(time.time())
+        left = max(0, int(airing.end - time.time()))
+        return f"{airing.programme.title} ({left // 60}:{left % 60:02d} left)"
     if isinstance(source, MediaFiles):
         names = [os.path.basename(p) for p in source.paths]
         return " \u2192 ".join(names) + (" (looped)" if names else "")
@@ -134,6 +138,16 @@ def _bitrate(channel, live_for: float | None) -> str:
     return f"{kbps:,.0f} kb/s <span class=note>average</span><br><span class=note>{_e(configured)}</span>"
 
 
+def _tune_in(stats) -> str:
+    """Request to first byte, as the front saw it: joining live, and starting the channel."""
+    parts = []
+    for label, histogram in (("join", stats.join), ("cold start", stats.cold_start)):
+        p50, p99 = histogram.percentile(50), histogram.percentile(99)
+        if p50 is not None:
+            parts.append(f"{label} {p50 * 1000:,.0f} / {p99 * 1000:,.0f} ms")
+    return _e(" \u00b7 ".join(parts)) + " <span class=note>p50 / p99</span>" if parts else "\u2014"
+
+
 def _channel_card(channel, now: float) -> str:
     lc = channel.lifecycle
     state = lc.state.shown
@@ -148,6 +162,7 @@ def _channel_card(channel, now: float) -> str:
         ("Uptime", _e(_duration(live_for)) if live_for is not None else "\u2014"),
         ("On now", _e(on_now(channel.config))),
         ("Picture", _e(f"{channel.config.width}\u00d7{channel.config.height} @ {channel.config.fps} fps")),
+        ("Tune-in", _tune_in(channel.stats)),
     ]
     dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     error = f'<p class=error role=alert>Last error: {_e(lc.failure)}</p>' if lc.failure else ""

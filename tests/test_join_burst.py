@@ -3,6 +3,8 @@ the live edge, gets that burst as fast as it reads, and is not dropped as slow f
 
 from __future__ import annotations
 
+import requests
+
 from harness import RawViewer, Reader, assert_aligned_ts, require_tool, wait_until
 from ts_packets_check import first_video_frame_is_key, pmt_pid_of
 
@@ -103,4 +105,22 @@ def test_join_burst_seconds_zero_starts_at_the_latest_keyframe(service_factory):
     assert live_pts - video_pts(body)[0] < 1.0 + 0.6  # within one GOP (1 s) of the edge
     joiner.close()
     edge.finish()
+    service.wait_idle()
+
+
+def test_join_and_cold_start_latency_are_shown_on_channels_metrics_and_the_status_page(service):
+    cold = RawViewer(service, "1")
+    cold.read_body(188 * 10)
+    warm = RawViewer(service, "1")
+    warm.read_body(188 * 10)
+    entry = service.channels()["1"]
+    assert entry["cold_start_seconds"]["count"] == 1 and entry["join_seconds"]["count"] == 1
+    assert 0 < entry["cold_start_seconds"]["p50"] < 60 and 0 <= entry["join_seconds"]["p99"] < 60
+    metrics = requests.get(service.url("/metrics"), timeout=5).text
+    assert 'retrovue_air_join_seconds_count{channel="1"} 1.0' in metrics
+    assert 'retrovue_air_cold_start_seconds_count{channel="1"} 1.0' in metrics
+    page = requests.get(service.url("/"), timeout=5).text
+    assert "Tune-in" in page and "cold start" in page
+    warm.close()
+    cold.close()
     service.wait_idle()
