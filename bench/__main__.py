@@ -53,8 +53,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--connect-window", type=int, default=256,
                    help="viewers the load client has joining at once (default 256)")
     p.add_argument("--fanout-viewers", type=int, default=1000, help="viewers for front vs bare loop (default 1000)")
-    p.add_argument("--joins", type=int, default=50, help="warm joins per join mode (default 50)")
-    p.add_argument("--colds", type=int, default=10, help="cold starts in the join benchmark (default 10)")
+    p.add_argument("--joins", type=int, default=30, help="warm joins per client (default 30)")
+    p.add_argument("--colds", type=int, default=30, help="cold starts per client (default 30)")
     p.add_argument("--churn-cycles", type=int, default=300, help="churn soak cycles (default 300)")
     p.add_argument("--full", action="store_true",
                    help="the issue's sizes: viewers 100,1000,5000,10000, 30 s windows, 5000 churn cycles (~1.5 h)")
