@@ -123,7 +123,12 @@ class Channel:
     def _attach(self, sock: socket.socket, stream: int, max_lag_seconds: float) -> None:
         self.stream_sock, self.stream_id = sock, stream
         if self.buffer is None:
-            capacity = max(MIN_BUFFER, int(self.held_seconds(max_lag_seconds) * self.config.bytes_per_second))
+            # A new stream's first join_burst_seconds come at once (its cold-start burst): room
+            # for them too, or the ring would look outrun by its own burst and grow.
+            burst = self.config.join_burst_seconds if self.config.join == "keyframe" else 0
+            seconds = self.held_seconds(max_lag_seconds) + burst
+            # The configured bitrate is a target, not a bound (MPEG-TS framing, a busy scene): half again.
+            capacity = max(MIN_BUFFER, int(1.5 * seconds * self.config.bytes_per_second))
             self.buffer = StreamBuffer(capacity)
         else:
             # Viewers continue in the same buffer. A killed ffmpeg may have left half a
