@@ -65,6 +65,16 @@ def markdown(report: dict) -> str:
                 table(["", "n", "p50 ms", "p99 ms", "max ms"],
                       [[k, v["n"], v["p50_ms"], v["p99_ms"], v["max_ms"]] for k, v in join.items()
                        if isinstance(v, dict) and "p50_ms" in v]), ""]
+    storm = report.get("storm")
+    if storm:
+        st = storm["storm"]
+        out += [f"## Many channels: {storm['channels']} idle channels tuned in at once, then "
+                f"{storm['viewers']} viewers", "",
+                table(["cold-start storm: first byte p50 ms", "p99 ms", "refused or lost", "viewers at 95 % of rate",
+                       "service cores", "cores per channel"],
+                      [[st.get("first_byte_p50_ms"), st.get("first_byte_p99_ms"), st["refused_or_lost"],
+                        f"{storm['viewers_at_95pct_rate']} of {storm['viewers']}", storm["service_cores"],
+                        storm["cores_per_channel"]]]), ""]
     churn = report.get("churn")
     if churn:
         f, s, e = churn.get("fresh"), churn["start"], churn["end"]
