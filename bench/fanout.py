@@ -18,6 +18,7 @@ from .service import running_service
 CHANNEL = """
 max_connections = 5000
 max_connections_per_address = 5000  # every bench viewer comes from 127.0.0.1
+max_viewers_per_channel = 5000  # the viewers and the one that keeps the channel live before they join
 
 [[channel]]
 id = "bench"
