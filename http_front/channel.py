@@ -268,6 +268,8 @@ class Channel:
                     closes.append(Close(viewer, "connection lost"))
                     continue
                 if viewer.cursor == end:
+                    if viewer.read_closed and viewer.reset_by_peer():
+                        closes.append(Close(viewer, "left"))
                     continue
             if viewer.send(buffer) is Sent.LOST:
                 closes.append(Close(viewer, "connection lost"))

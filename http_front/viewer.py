@@ -135,6 +135,16 @@ class Viewer:
         except OSError:
             pass
 
+    def reset_by_peer(self) -> bool:
+        """After a send to a client that sent EOF: was that a half-close, or is it gone?
+
+        Only data tells: a client that closed answers it with a reset, and the socket's
+        pending error says so (at once on loopback, an RTT later elsewhere)."""
+        try:
+            return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        except OSError:
+            return True
+
     def unsent_in_kernel(self) -> int:
         """Bytes handed to the kernel that the peer has not acknowledged (SIOCOUTQ)."""
         try:
