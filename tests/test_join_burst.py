@@ -8,7 +8,7 @@ import requests
 from harness import RawViewer, Reader, assert_aligned_ts, require_tool, wait_until
 from ts_packets_check import first_video_frame_is_key, pmt_pid_of
 
-from http_front.ts_packets import continuity_errors
+from ts_packets_check import continuity_errors
 
 
 def video_pts(data: bytes) -> list[float]:
