@@ -203,6 +203,8 @@ def render(state, host: str) -> bytes:
 <main>
 <nav class=links>
 <a class=button href="/channels.m3u">All channels (.m3u)</a>
+<a class=button href="/xmltv.xml">Guide (XMLTV)</a>
+<a class=button href="/discover.json">Tuner (HDHomeRun)</a>
 <a class=button href="/channels">JSON</a>
 <a class=button href="/metrics">Metrics</a>
 </nav>
