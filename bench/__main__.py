@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .readers import raise_fd_limit
 
-PARTS = ("fanout", "join", "icecast", "churn", "relay")
+PARTS = ("fanout", "join", "icecast", "churn", "relay", "storm")
 FULL = {"viewers": [100, 1000, 5000, 10000], "seconds": 30.0, "churn_cycles": 5000}
 
 
@@ -53,8 +53,11 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--connect-window", type=int, default=256,
                    help="viewers the load client has joining at once (default 256)")
     p.add_argument("--fanout-viewers", type=int, default=1000, help="viewers for front vs bare loop (default 1000)")
-    p.add_argument("--joins", type=int, default=50, help="warm joins per join mode (default 50)")
-    p.add_argument("--colds", type=int, default=10, help="cold starts in the join benchmark (default 10)")
+    p.add_argument("--joins", type=int, default=30, help="warm joins per client (default 30)")
+    p.add_argument("--colds", type=int, default=30, help="cold starts per client (default 30)")
+    p.add_argument("--storm-channels", type=int, default=50,
+                   help="idle channels tuned in to at once, then watched (default 50)")
+    p.add_argument("--storm-viewers", type=int, default=10, help="viewers per channel after the storm (default 10)")
     p.add_argument("--churn-cycles", type=int, default=300, help="churn soak cycles (default 300)")
     p.add_argument("--full", action="store_true",
                    help="the issue's sizes: viewers 100,1000,5000,10000, 30 s windows, 5000 churn cycles (~1.5 h)")
@@ -113,6 +116,10 @@ def run_parts(args: argparse.Namespace, report: dict) -> None:
         from . import churn
         report["churn"] = churn.run(args.churn_cycles)
         show("churn", report["churn"])
+    if "storm" in args.only:
+        from . import storm
+        report["storm"] = storm.run(args.storm_channels, args.storm_viewers, args.seconds)
+        show("storm", report["storm"])
     if "relay" in args.only:
         from . import relay
         report["relay"] = relay.run(min(max(args.viewers), 400), min(args.seconds, 10.0))

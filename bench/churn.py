@@ -80,7 +80,7 @@ def one_cycle(port: int, supervisor: psutil.Process, front_pid: int) -> dict:
             got += chunk
         first_packet = time.monotonic() - started
         worker_pids = [p.pid for p in supervisor.children() if p.pid != front_pid]
-        ffmpegs = [p for p in supervisor.children(recursive=True) if p.name() == "ffmpeg"]
+        ffmpegs = [p for p in supervisor.children(recursive=True) if p.name().startswith("ffmpeg")]  # Debian's, or the bundled "ffmpeg-linux-x86_64-v9.0.2"
     left = time.monotonic()
     ok = _wait(lambda: all(_gone(p.pid) for p in ffmpegs))
     stopped = time.monotonic() - left

@@ -1,15 +1,21 @@
-"""Join latency: connect until ffmpeg has decoded the first video frame.
+"""Tune-in latency for the clients people run, warm (a live channel) and cold (an idle one).
 
-Warm joins (a running channel) in both join modes, and cold starts (the first viewer
-of an idle channel) for comparison. The client is a real decoder, ffmpeg with its
-default probing, started fresh for each join, as a player would be.
+Each join is a fresh client process, as a media server or a player starts one:
+  ffprobe URL                      (defaults) until it has printed the streams
+  ffmpeg -i URL -frames:v 1        (defaults) until the frame is written
+  ffmpeg -analyzeduration 0 -probesize 32768 ... until the first decoded frame
+  mpv --vo=null --frames=1         until it has displayed the first frame
+  cvlc (as nobody)                 until its log says "Received first picture"
+Plus the front's own teardown figure after the cold starts.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import urllib.request
+import signal
 import socket
 import statistics
 import subprocess
@@ -36,14 +42,49 @@ source = "test-pattern"
 """
 
 
-def first_frame_seconds(ffmpeg: str, url: str) -> float:
+def run_until_exit(cmd: list[str]) -> float:
     started = time.monotonic()
-    # Minimal probing: with ffmpeg's default 5 s analysis every join would take 5 s,
-    # whatever the server does. What is left is the wait for a decodable frame.
-    subprocess.run([ffmpeg, "-v", "error", "-probesize", "32768", "-analyzeduration", "0", "-i", url,
-                    "-frames:v", "1", "-f", "null", "-"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     return time.monotonic() - started
+
+
+def vlc_first_picture(url: str) -> float:
+    """cvlc as nobody (VLC refuses root) until its decoder reports the first picture."""
+    started = time.monotonic()
+    proc = subprocess.Popen(["runuser", "-u", "nobody", "--", "cvlc", "-vv", "--vout", "dummy", "--aout", "dummy",
+                             "--no-audio", url], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True, text=True, errors="replace")
+    try:
+        for line in proc.stderr:
+            if "Received first picture" in line:
+                return time.monotonic() - started
+            if time.monotonic() - started > 60:
+                break
+        raise RuntimeError("VLC showed no picture")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+
+
+def clients() -> dict:
+    """Each client as a function of the URL, for those installed."""
+    ffmpeg, ffprobe, mpv = shutil.which("ffmpeg"), shutil.which("ffprobe"), shutil.which("mpv")
+    found = {}
+    if ffprobe:
+        found["ffprobe (defaults)"] = lambda url: run_until_exit([ffprobe, "-v", "error", "-show_streams", url])
+    if ffmpeg:
+        found["ffmpeg -frames:v 1 (defaults)"] = lambda url: run_until_exit(
+            [ffmpeg, "-v", "error", "-i", url, "-frames:v", "1", "-f", "null", "-"])
+        found["ffmpeg -analyzeduration 0 -probesize 32768"] = lambda url: run_until_exit(
+            [ffmpeg, "-v", "error", "-probesize", "32768", "-analyzeduration", "0", "-i", url,
+             "-frames:v", "1", "-f", "null", "-"])
+    if mpv:
+        found["mpv, first frame shown"] = lambda url: run_until_exit(
+            [mpv, "--no-config", "--vo=null", "--ao=null", "--frames=1", "--really-quiet", url])
+    if shutil.which("cvlc") and os.geteuid() == 0:
+        found["vlc (as nobody), first picture"] = vlc_first_picture
+    return found
 
 
 def channel_state(port: int, channel: str) -> str:
@@ -84,28 +125,36 @@ def keep_watching(port: int, channel: str) -> socket.socket:
     return s
 
 
-def run(joins: int = 50, colds: int = 10) -> dict:
-    ffmpeg = shutil.which("ffmpeg")
-    out = {}
+def wait_idle(port: int, channel: str) -> None:
+    deadline = time.monotonic() + 10
+    while channel_state(port, channel) != "idle" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def run(joins: int = 30, colds: int = 30) -> dict:
+    out: dict = {"burst_behind_live_edge_s": 6.0}  # the default join_burst_seconds: what a joiner lags
     with running_service(CHANNELS, max_lag=600) as svc:
         base = f"http://127.0.0.1:{svc.port}/channels"
-        cold = []
-        for _ in range(colds):
-            cold.append(first_frame_seconds(ffmpeg, f"{base}/cold.ts"))
-            deadline = time.monotonic() + 10
-            while channel_state(svc.port, "cold") != "idle" and time.monotonic() < deadline:
-                time.sleep(0.05)
-        out["cold_start"] = distribution(cold)
-        out["teardown_after_last_viewer"] = teardown_from_metrics(svc.port, "cold")
         # Keepers hold the warm channels up; their socket buffers absorb the stream
         # and they are never read (max_lag 600 s keeps them connected for the run).
         keepers = [keep_watching(svc.port, "keyframe"), keep_watching(svc.port, "live")]
         try:
-            time.sleep(2)  # a GOP or two in the buffer before the first warm join
-            for mode in ("keyframe", "live"):
-                out[f"warm_join_{mode}"] = distribution(
-                    [first_frame_seconds(ffmpeg, f"{base}/{mode}.ts") for _ in range(joins)])
+            time.sleep(8)  # a burst's worth (6 s) and a GOP in the buffer before the first warm join
+            for name, client in clients().items():
+                cold = []
+                for _ in range(colds):
+                    cold.append(client(f"{base}/cold.ts"))
+                    wait_idle(svc.port, "cold")
+                out[f"{name}: cold"] = distribution(cold)
+                out[f"{name}: warm"] = distribution([client(f"{base}/keyframe.ts") for _ in range(joins)])
+                print(f"  {name}: warm p50 {out[f'{name}: warm']['p50_ms']} ms, "
+                      f"cold p50 {out[f'{name}: cold']['p50_ms']} ms", flush=True)
+            ffmpeg = shutil.which("ffmpeg")
+            out["warm_join_live (ffmpeg -analyzeduration 0)"] = distribution(
+                [clients()["ffmpeg -analyzeduration 0 -probesize 32768"](f"{base}/live.ts")
+                 for _ in range(joins)]) if ffmpeg else None
         finally:
             for k in keepers:
                 k.close()
+        out["teardown_after_last_viewer"] = teardown_from_metrics(svc.port, "cold")
     return out

@@ -98,7 +98,8 @@ class Channel:
             error, tail = error and redact_paths(error), redact_paths(tail)
         return {"id": self.id, "name": self.config.name, "state": lc.state.shown,
                 "viewers": lc.viewer_count, "worker_pid": lc.worker_pid,
-                "ffmpeg_pid": lc.ffmpeg_pid, "error": error, "stderr_tail": tail}
+                "ffmpeg_pid": lc.ffmpeg_pid, "error": error, "stderr_tail": tail,
+                "join_seconds": self.stats.join.summary(), "cold_start_seconds": self.stats.cold_start.summary()}
 
     # The stream FD
 
@@ -122,7 +123,12 @@ class Channel:
     def _attach(self, sock: socket.socket, stream: int, max_lag_seconds: float) -> None:
         self.stream_sock, self.stream_id = sock, stream
         if self.buffer is None:
-            capacity = max(MIN_BUFFER, int(self.held_seconds(max_lag_seconds) * self.config.bytes_per_second))
+            # A new stream's first join_burst_seconds come at once (its cold-start burst): room
+            # for them too, or the ring would look outrun by its own burst and grow.
+            burst = self.config.join_burst_seconds if self.config.join == "keyframe" else 0
+            seconds = self.held_seconds(max_lag_seconds) + burst
+            # The configured bitrate is a target, not a bound (MPEG-TS framing, a busy scene): half again.
+            capacity = max(MIN_BUFFER, int(1.5 * seconds * self.config.bytes_per_second))
             self.buffer = StreamBuffer(capacity)
         else:
             # Viewers continue in the same buffer. A killed ffmpeg may have left half a
@@ -262,6 +268,8 @@ class Channel:
                     closes.append(Close(viewer, "connection lost"))
                     continue
                 if viewer.cursor == end:
+                    if viewer.read_closed and viewer.reset_by_peer():
+                        closes.append(Close(viewer, "left"))
                     continue
             if viewer.send(buffer) is Sent.LOST:
                 closes.append(Close(viewer, "connection lost"))
@@ -289,7 +297,9 @@ class Channel:
             self._join_at_keyframe(viewer, now)
         viewer.start_cursor = viewer.cursor
         viewer.bound_send_buffer(max(32 * 1024, self.config.bytes_per_second // 2))
-        return viewer.send(buffer)
+        sent = viewer.send(buffer)
+        (self.stats.cold_start if from_start else self.stats.join).observe(now - viewer.requested_at)
+        return sent
 
     def _join_at_keyframe(self, viewer: Viewer, now: float) -> None:
         """Start a late joiner at PAT, PMT and a keyframe at least join_burst_seconds back.

@@ -152,6 +152,7 @@ class Front:
                 log.info("%s: bad request (%d): %s", viewer.peer, result.status, result.why)
                 self.respond(viewer, responses.text(result.status, result.text))
             elif isinstance(result, Request):
+                viewer.requested_at = time.monotonic()
                 self.connections.request_read(viewer)
                 self.handle_request(viewer, result)
         if mask & selectors.EVENT_WRITE and self.connections.is_open(viewer):

@@ -77,6 +77,12 @@ class FrontCollector:
         yield _histogram("time_to_first_byte_seconds",
                          "From requesting a stream to its first bytes from ffmpeg.",
                          channels, lambda c: c.stats.time_to_first_byte)
+        yield _histogram("join_seconds",
+                         "From a viewer's request to its first stream byte, joining a live channel.",
+                         channels, lambda c: c.stats.join)
+        yield _histogram("cold_start_seconds",
+                         "From a viewer's request to its first stream byte, starting an idle channel.",
+                         channels, lambda c: c.stats.cold_start)
         yield _histogram("teardown_seconds",
                          "From sending STOP to the Air worker's exit being reported.",
                          channels, lambda c: c.stats.teardown)

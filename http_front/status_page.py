@@ -107,6 +107,10 @@ def on_now(config) -> str:
     source = config.source
     if isinstance(source, TestPattern):
         return f"Test pattern with a {source.tone_hz} Hz tone"
+    if isinstance(source, MediaFiles) and getattr(source, "schedule", None) is not None:
+        airing = source.schedule.airing_at(time.time())
+        left = max(0, int(airing.end - time.time()))
+        return f"{airing.programme.title} ({left // 60}:{left % 60:02d} left)"
     if isinstance(source, MediaFiles):
         names = [os.path.basename(p) for p in source.paths]
         return " \u2192 ".join(names) + (" (looped)" if names else "")
@@ -132,6 +136,16 @@ def _bitrate(channel, live_for: float | None) -> str:
     received = buffer.end if buffer is not None else channel.stats.bytes_in
     kbps = received * 8 / live_for / 1000
     return f"{kbps:,.0f} kb/s <span class=note>average</span><br><span class=note>{_e(configured)}</span>"
+
+
+def _tune_in(stats) -> str:
+    """Request to first byte, as the front saw it: joining live, and starting the channel."""
+    parts = []
+    for label, histogram in (("join", stats.join), ("cold start", stats.cold_start)):
+        p50, p99 = histogram.percentile(50), histogram.percentile(99)
+        if p50 is not None:
+            parts.append(f"{label} {p50 * 1000:,.0f} / {p99 * 1000:,.0f} ms")
+    return _e(" \u00b7 ".join(parts)) + " <span class=note>p50 / p99</span>" if parts else "\u2014"
 
 
 def _ingest(status) -> str:
@@ -160,6 +174,7 @@ def _channel_card(channel, now: float, ingest=None) -> str:
         ("Uptime", _e(_duration(live_for)) if live_for is not None else "\u2014"),
         ("On now", _e(on_now(channel.config))),
         ("Picture", _e(f"{channel.config.width}\u00d7{channel.config.height} @ {channel.config.fps} fps")),
+        ("Tune-in", _tune_in(channel.stats)),
     ]
     if channel.config.ingest:
         rows.append(("Ingest", _e(_ingest(ingest and ingest.channels.get(channel.id)))))
@@ -202,6 +217,8 @@ def render(state, host: str) -> bytes:
 <main>
 <nav class=links>
 <a class=button href="/channels.m3u">All channels (.m3u)</a>
+<a class=button href="/xmltv.xml">Guide (XMLTV)</a>
+<a class=button href="/discover.json">Tuner (HDHomeRun)</a>
 <a class=button href="/channels">JSON</a>
 <a class=button href="/metrics">Metrics</a>
 </nav>

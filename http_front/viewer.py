@@ -15,7 +15,7 @@ import socket
 import struct
 import termios
 
-from .request_reader import NEED_MORE, READ_CLOSED, RequestReader, Result
+from .request_reader import GONE, NEED_MORE, READ_CLOSED, RequestReader, Result
 from .stream_buffer import StreamBuffer
 
 
@@ -34,7 +34,8 @@ class Sent(enum.Enum):
 
 class Viewer:
     __slots__ = ("sock", "fd", "peer", "address", "reader", "phase", "channel", "cursor", "start_cursor",
-                 "pending", "blocked", "read_closed", "connected_at", "allowance", "_selector", "_events")
+                 "pending", "blocked", "read_closed", "connected_at", "requested_at", "allowance",
+                 "_selector", "_events")
 
     def __init__(self, sock: socket.socket, address: tuple, now: float, selector: selectors.BaseSelector):
         self.sock = sock
@@ -50,6 +51,7 @@ class Viewer:
         self.blocked = False  # the socket is full: waiting for writability
         self.read_closed = False  # the client half-closed after its request: it still reads
         self.connected_at = now
+        self.requested_at = now  # when its request was complete: tune-in latency counts from here
         # How far behind the live edge it started (its join burst): its lag is counted from there,
         # so it is not dropped as slow while it drains the burst.
         self.allowance = 0.0
@@ -79,7 +81,7 @@ class Viewer:
         except BlockingIOError:
             return NEED_MORE
         except OSError:
-            data = b""
+            return GONE  # a reset: unlike an EOF, this client is gone, not half-closed
         result = self.reader.feed(data)
         if result is READ_CLOSED:
             # EOF after a whole request is a half-close (HTTP/1.0 tools, some proxies): the
@@ -132,6 +134,16 @@ class Viewer:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
         except OSError:
             pass
+
+    def reset_by_peer(self) -> bool:
+        """After a send to a client that sent EOF: was that a half-close, or is it gone?
+
+        Only data tells: a client that closed answers it with a reset, and the socket's
+        pending error says so (at once on loopback, an RTT later elsewhere)."""
+        try:
+            return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        except OSError:
+            return True
 
     def unsent_in_kernel(self) -> int:
         """Bytes handed to the kernel that the peer has not acknowledged (SIOCOUTQ)."""

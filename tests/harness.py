@@ -252,16 +252,23 @@ def assert_aligned_ts(data: bytes) -> None:
 
 
 class Reader(threading.Thread):
-    """A viewer that reads continuously in a thread, as a player does; count is its bytes so far."""
+    """A viewer that reads continuously in a thread, as a player does: count is its bytes so far,
+    longest_gap the longest wait between two reads; with keep=True, data holds every body byte."""
 
-    def __init__(self, service, channel: str = "1"):
+    def __init__(self, service, channel: str = "1", keep: bool = False):
         super().__init__(daemon=True)
         self.viewer = RawViewer(service, channel)
         self.count = 0
+        self.keep = keep
+        self.data = bytearray()
+        self.longest_gap = 0.0
         self.stop = threading.Event()
 
     def run(self):
         self.viewer.read_head()
+        if self.keep:
+            self.data += self.viewer.body
+        last = time.monotonic()
         while not self.stop.is_set():
             try:
                 data = self.viewer.sock.recv(65536)
@@ -269,13 +276,19 @@ class Reader(threading.Thread):
                 return
             if not data:
                 return
+            now = time.monotonic()
+            self.longest_gap, last = max(self.longest_gap, now - last), now
             self.count += len(data)
+            if self.keep:
+                self.data += data
 
-    def finish(self):
+    def finish(self) -> bytes:
+        """Stop reading and close; what it kept (with keep=True)."""
         self.stop.set()
         self.viewer.sock.shutdown(socket.SHUT_RDWR)
         self.join(timeout=10)
         self.viewer.close()
+        return bytes(self.data)
 
 
 # Several instances in a tree (origin, edges) with a real HAProxy in front.

@@ -3,10 +3,12 @@ the live edge, gets that burst as fast as it reads, and is not dropped as slow f
 
 from __future__ import annotations
 
+import requests
+
 from harness import RawViewer, Reader, assert_aligned_ts, require_tool, wait_until
 from ts_packets_check import first_video_frame_is_key, pmt_pid_of
 
-from http_front.ts_packets import continuity_errors
+from ts_packets_check import continuity_errors
 
 
 def video_pts(data: bytes) -> list[float]:
@@ -26,27 +28,6 @@ def video_pts(data: bytes) -> list[float]:
     return out
 
 
-class Keeper(Reader):
-    """A reader that keeps its bytes: the live edge, as seen by a viewer that is caught up."""
-
-    def __init__(self, service, channel: str = "1"):
-        super().__init__(service, channel)
-        self.data = bytearray()
-
-    def run(self):
-        self.viewer.read_head()
-        self.data += self.viewer.body
-        while not self.stop.is_set():
-            try:
-                chunk = self.viewer.sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.data += chunk
-            self.count += len(chunk)
-
-
 def read_now(viewer: RawViewer, n: int) -> bytes:
     """What the joiner gets at once (the burst is sent as fast as it reads)."""
     return viewer.read_body(n)
@@ -54,7 +35,7 @@ def read_now(viewer: RawViewer, n: int) -> bytes:
 
 def test_a_late_joiner_starts_at_a_keyframe_at_least_the_burst_behind_the_live_edge(service):
     require_tool("ffprobe")
-    edge = Keeper(service, "1")
+    edge = Reader(service, "1", keep=True)
     edge.start()
     # Live for 9 s of wall time: its first 6 s (the cold-start burst) came at once.
     wait_until(lambda: len(video_pts(bytes(edge.data))) > 25 * 15, 30, "the channel live for 9 s")
@@ -77,7 +58,7 @@ def test_a_late_joiner_starts_at_a_keyframe_at_least_the_burst_behind_the_live_e
 
 
 def test_a_channel_live_for_less_than_the_burst_gives_its_oldest_keyframe(service):
-    first = Keeper(service, "1")
+    first = Reader(service, "1", keep=True)
     first.start()
     wait_until(lambda: len(video_pts(bytes(first.data))) > 25 * 2.5, 30, "the channel live for 2.5 s")
     joiner = RawViewer(service, "1")
@@ -93,7 +74,7 @@ def test_a_channel_live_for_less_than_the_burst_gives_its_oldest_keyframe(servic
 def test_join_burst_seconds_zero_starts_at_the_latest_keyframe(service_factory):
     service = service_factory(extra='\n[[channel]]\nid = "3"\nname = "Three"\nsource = "test-pattern"\n'
                                     'width = 320\nheight = 180\njoin_burst_seconds = 0\n')
-    edge = Keeper(service, "3")
+    edge = Reader(service, "3", keep=True)
     edge.start()
     wait_until(lambda: len(video_pts(bytes(edge.data))) > 25 * 8, 30, "the channel live for 8 s")
     live_pts = video_pts(bytes(edge.data))[-1]
@@ -103,4 +84,22 @@ def test_join_burst_seconds_zero_starts_at_the_latest_keyframe(service_factory):
     assert live_pts - video_pts(body)[0] < 1.0 + 0.6  # within one GOP (1 s) of the edge
     joiner.close()
     edge.finish()
+    service.wait_idle()
+
+
+def test_join_and_cold_start_latency_are_shown_on_channels_metrics_and_the_status_page(service):
+    cold = RawViewer(service, "1")
+    cold.read_body(188 * 10)
+    warm = RawViewer(service, "1")
+    warm.read_body(188 * 10)
+    entry = service.channels()["1"]
+    assert entry["cold_start_seconds"]["count"] == 1 and entry["join_seconds"]["count"] == 1
+    assert 0 < entry["cold_start_seconds"]["p50"] < 60 and 0 <= entry["join_seconds"]["p99"] < 60
+    metrics = requests.get(service.url("/metrics"), timeout=5).text
+    assert 'retrovue_air_join_seconds_count{channel="1"} 1.0' in metrics
+    assert 'retrovue_air_cold_start_seconds_count{channel="1"} 1.0' in metrics
+    page = requests.get(service.url("/"), timeout=5).text
+    assert "Tune-in" in page and "cold start" in page
+    warm.close()
+    cold.close()
     service.wait_idle()

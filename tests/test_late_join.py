@@ -9,7 +9,7 @@ import subprocess
 from harness import RawViewer, Reader, assert_aligned_ts, files_channel, require_tool, wait_until
 from ts_packets_check import first_video_frame_is_key, pmt_pid_of
 
-from http_front.ts_packets import continuity_errors, packet_pids
+from ts_packets_check import continuity_errors, packet_pids
 
 JOIN_BYTES = 120 * 1024
 

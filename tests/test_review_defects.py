@@ -481,3 +481,25 @@ def test_media_the_service_user_cannot_read_is_named_at_start(service_factory, t
     tmp_path.chmod(0o755)
     service = service_factory(extra=files_channel("locked", media), extra_top='user = "nobody"')
     service.wait_for_log(rf"channel locked: {re.escape(str(media))} is not readable by user nobody")
+
+
+@needs_root
+def test_a_worker_that_cannot_be_forked_is_a_503_and_the_service_goes_on(tmp_path):
+    """fork() failing with EAGAIN (the user's process limit): a start failure, never fatal."""
+    others = [p for p in psutil.process_iter(["username"]) if p.info["username"] == "nobody"]
+    if others:
+        pytest.skip("nobody runs other processes: its process limit would count them")
+    # As nobody, the supervisor and the front are the two processes allowed: a worker is one too many.
+    service = Service(write_config(tmp_path, extra_top='user = "nobody"'), wrapper=["prlimit", "--nproc=2:2", "--"])
+    try:
+        response = requests.get(service.url("/channels/1.ts"), timeout=15)
+        assert response.status_code == 503
+        assert "cannot start an air worker" in response.text
+        service.wait_for_log(r"channel 1: stream \d+ not started: cannot start an air worker: Resource temporarily")
+        assert service.proc.poll() is None
+        assert requests.get(service.url("/healthz"), timeout=5).ok
+        assert service.channels()["1"]["state"] == "failed"
+    finally:
+        code = service.stop()
+        service.assert_nothing_left()
+    assert code == 0

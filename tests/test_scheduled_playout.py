@@ -6,48 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 import subprocess
-import threading
 import time
 
 import schedule_media as media
-from harness import RawViewer, files_channel, require_tool, wait_until
+from harness import RawViewer, Reader, files_channel, require_tool, wait_until
 from ts_packets_check import strict_ts_problems
 
 from retrovue_air import config
 
 ORDER = ["red", "green", "blue", "yellow", "cyan"]  # green: another size; blue: 30 fps; yellow: 44.1 kHz; cyan: mono
 WIDTH, HEIGHT = 320, 180
-
-
-class TimedReader(threading.Thread):
-    """A viewer reading as a player does, noting the longest wait between two reads for the report."""
-
-    def __init__(self, service, channel: str):
-        super().__init__(daemon=True)
-        self.viewer = RawViewer(service, channel)
-        self.longest_gap = 0.0
-        self.stop = threading.Event()
-
-    def run(self):
-        self.viewer.read_head()
-        last = time.monotonic()
-        while not self.stop.is_set():
-            try:
-                data = self.viewer.sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            now = time.monotonic()
-            self.longest_gap = max(self.longest_gap, now - last)
-            last = now
-            self.viewer.body += data
-
-    def finish(self) -> bytes:
-        self.stop.set()
-        self.join(timeout=20)
-        self.viewer.close()
-        return bytes(self.viewer.body)
 
 
 def decoded_frames(ffmpeg: str, body: bytes, rate: float | None = None) -> list[tuple[float, float]]:
@@ -79,7 +47,7 @@ def test_a_viewer_gets_the_programme_of_the_moment_and_one_seamless_stream_acros
     mark = service.log_mark()
     tuned_in = time.time()
     expected = schedule.airing_at(tuned_in)
-    reader = TimedReader(service, "tv")
+    reader = Reader(service, "tv", keep=True)
     reader.start()
     service.wait_for_log(r"channel tv: on air", start=mark, timeout=20)
     # Two players join the running channel and play across changes and the loop too.
@@ -162,7 +130,6 @@ def test_a_killed_decoder_or_encoder_does_not_end_the_viewers_stream(service_fac
     import os
     import signal
 
-    from harness import Reader
 
     service = service_factory(
         extra_top=f'state_dir = "{tmp_path / "state"}"',

@@ -20,9 +20,8 @@ from http_front.ts_packets import (
     TS_PACKET_SIZE,
     JoinPoint,
     TsScanner,
-    continuity_errors,
-    packet_pids,
 )
+from ts_packets_check import continuity_errors, packet_pids
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "/usr/bin/ffprobe"

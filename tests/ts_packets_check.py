@@ -98,3 +98,55 @@ def strict_ts_problems(body: bytes, max_step_seconds: float = 1.0) -> list[str]:
     if not tables.get(0):
         problems.append("no PAT")
     return problems
+
+
+# Packet-level checks, independent of the scanner under test.
+
+TS_PACKET_SIZE = 188
+SYNC_BYTE = 0x47
+NULL_PID = 0x1FFF
+
+def packet_pids(stream: bytes) -> list[int]:
+    """PID of every whole packet in `stream` (which starts on a packet boundary)."""
+    return [
+        ((stream[i + 1] & 0x1F) << 8) | stream[i + 2]
+        for i in range(0, len(stream) - TS_PACKET_SIZE + 1, TS_PACKET_SIZE)
+    ]
+
+
+def continuity_errors(stream: bytes) -> list[str]:
+    """Continuity-counter violations in `stream`, as a player's demuxer sees them.
+
+    Rules (ISO/IEC 13818-1 2.4.3.3): the CC of a PID advances by one per packet
+    with payload; packets without payload repeat the previous CC; one identical
+    duplicate of a payload packet may repeat its CC; a set discontinuity_indicator
+    restarts counting; the first packet of a PID and null packets are free.
+    A trailing partial packet is ignored.
+    """
+    errors: list[str] = []
+    last: dict[int, tuple[int, bytes | None, bool]] = {}  # pid -> (cc, payload packet, was duplicate)
+    for i in range(0, len(stream) - TS_PACKET_SIZE + 1, TS_PACKET_SIZE):
+        if stream[i] != SYNC_BYTE:
+            errors.append(f"offset {i}: sync byte {stream[i]:#04x}")
+            continue
+        pid = ((stream[i + 1] & 0x1F) << 8) | stream[i + 2]
+        if pid == NULL_PID:
+            continue
+        b3 = stream[i + 3]
+        cc = b3 & 0x0F
+        has_payload = bool(b3 & 0x10)
+        discontinuity = bool(b3 & 0x20) and stream[i + 4] > 0 and bool(stream[i + 5] & 0x80)
+        packet = stream[i : i + TS_PACKET_SIZE] if has_payload else None
+        duplicate = False
+        previous = last.get(pid)
+        if previous is not None and not discontinuity:
+            prev_cc, prev_packet, prev_was_duplicate = previous
+            if not has_payload:
+                if cc != prev_cc:
+                    errors.append(f"offset {i}: pid {pid:#x} cc {cc} on a packet without payload, expected {prev_cc}")
+            elif cc == prev_cc and packet == prev_packet and not prev_was_duplicate:
+                duplicate = True
+            elif cc != (prev_cc + 1) & 0x0F:
+                errors.append(f"offset {i}: pid {pid:#x} cc {cc}, expected {(prev_cc + 1) & 0x0F}")
+        last[pid] = (cc, packet, duplicate)
+    return errors
