@@ -21,7 +21,9 @@ import time
 
 from retrovue_air import child_process, wire
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
+from retrovue_air.house_format import house_format
 
+from .cached_playout import cached_airing_list, cached_window, from_now
 from .ffmpeg_command import (airing_list, build_command, cold_burst_seconds, concat_list, encoder_command,
                              ffmpeg_binary, font_file)
 from .playout import Playout, raw_pipe
@@ -64,6 +66,7 @@ class AirWorker:
         self.outage_since: float | None = None  # a relay: when its origin went away
         self.outage_retries = 0
         self.playout: Playout | None = None  # scheduled media: the decoders feeding the encoder
+        self.from_cache = False  # scheduled media remuxed from the ingest cache
 
     def run(self) -> int:
         """Stream until told to stop; returns the process exit code."""
@@ -130,6 +133,12 @@ class AirWorker:
     def start_scheduled_ffmpeg(self, stdout: socket.socket, source: MediaFiles) -> None:
         """What the schedule puts on air now: decoders into raw pipes and one encoder, or a remux."""
         now = time.time()
+        self.from_cache = False
+        if self.channel.ingest:
+            airings = from_now(source.schedule.airings(now, now + COPY_PLAYLIST_HOURS * 3600), now)
+            entries = cached_window(self.channel, self.config, airings)
+            if entries is not None:
+                return self.start_cached_ffmpeg(stdout, airings, entries)
         if self.channel.transcode:
             video_r, video_w = raw_pipe()
             audio_r, audio_w = raw_pipe()
@@ -153,6 +162,20 @@ class AirWorker:
         if self.channel.transcode:
             self.playout = Playout(self.channel, ffmpeg_binary(), video_w, audio_w, now)
             self.playout.next()
+
+    def start_cached_ffmpeg(self, stdout: socket.socket, airings, entries) -> None:
+        """Every airing of the window is ingested: remux them, no decoder and no encoder."""
+        playlist = os.memfd_create("playlist.ffconcat", 0)
+        try:
+            os.write(playlist, cached_airing_list(airings, entries, house_format(self.channel)).encode())
+            remux = dataclasses.replace(self.channel, transcode=False)
+            cmd = build_command(remux, ffmpeg_binary(cold_burst=cold_burst_seconds(self.channel) > 0),
+                                f"/dev/fd/{playlist}")
+            self.popen_ffmpeg(cmd, stdout, (playlist,))
+        finally:
+            os.close(playlist)
+        self.from_cache = True
+        log.info("channel %s: playing %d airings from the ingest cache", self.channel.id, len(airings))
 
     def popen_ffmpeg(self, cmd: list[str], stdout: socket.socket, pass_fds: tuple[int, ...] = ()) -> None:
         self.stderr_tail.clear()
@@ -295,7 +318,8 @@ class AirWorker:
 
     def ran_out_of_playlist(self) -> bool:
         source = self.channel.source
-        return (isinstance(source, MediaFiles) and source.schedule is not None and not self.channel.transcode
+        return (isinstance(source, MediaFiles) and source.schedule is not None
+                and (not self.channel.transcode or self.from_cache)
                 and time.monotonic() - self.started_at > COPY_PLAYLIST_HOURS * 3600 - 60)
 
     def read_stderr(self) -> bool:

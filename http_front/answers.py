@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 
+from retrovue_air import house_format, ingest_progress
 from retrovue_air.config import Config
 
 from . import metrics, presentation, responses, routes, status_page
@@ -23,6 +26,20 @@ class FrontState:
         """Viewers tuned in (waiting or watching), all channels."""
         return sum(c.lifecycle.viewer_count for c in self.channels)
 
+    @functools.cached_property
+    def ingest(self) -> ingest_progress.IngestStatus | None:
+        """Ingest progress (issue 13), read from the cache directory once per page; None if no file yet."""
+        if not any(c.config.ingest for c in self.channels):
+            return None
+        return ingest_progress.read(house_format.cache_dir(self.config))
+
+    def ingest_of(self, channel: Channel) -> dict:
+        """{"ingest": how far the channel's files are} for a channel with ingest = true; else {}."""
+        if not channel.config.ingest:
+            return {}
+        status = self.ingest and self.ingest.channels.get(channel.id)
+        return {"ingest": dataclasses.asdict(status) if status else None}
+
     @property
     def active_channels(self) -> int:
         """Channels with a viewer: each holds a tuner (max_active_channels)."""
@@ -36,7 +53,7 @@ def answer(r: routes.Route, host: str, state: FrontState) -> bytes | None:
     if isinstance(r, routes.Health):
         return responses.text(200, "ok", head_only=r.head_only)
     if isinstance(r, routes.ChannelList):
-        body = [c.summary(state.config.expose_paths) for c in state.channels]
+        body = [c.summary(state.config.expose_paths) | state.ingest_of(c) for c in state.channels]
         return responses.json_body(200, body, head_only=r.head_only)
     if isinstance(r, routes.StatusPage):
         return responses.body(200, "text/html; charset=utf-8", status_page.render(state, host), r.head_only)

@@ -100,6 +100,19 @@ class FrontCollector:
         yield GaugeMetricFamily(PREFIX + "open_fds", "Open file descriptors of the HTTP front.",
                                 value=_open_fds())
 
+        if self.state.ingest is not None:  # issue 13
+            files = GaugeMetricFamily(PREFIX + "ingest_files", "The channel's distinct media files, by where "
+                                      "they are: ingested into its house format, failed, or all.",
+                                      labels=["channel", "state"])
+            current = GaugeMetricFamily(PREFIX + "ingest_current_ratio", "How far the file being ingested "
+                                        "for the channel is (0 to 1).", labels=["channel"])
+            for cid, c in self.state.ingest.channels.items():
+                for label, value in (("ingested", c.ingested), ("failed", c.failed), ("total", c.files)):
+                    files.add_metric([cid, label], value)
+                current.add_metric([cid], (c.percent or 0) / 100)
+            yield files
+            yield current
+
         rss = GaugeMetricFamily(PREFIX + "resident_memory_bytes",
                                 "Resident memory of each process of the service.", labels=["role", "channel"])
         processes = [("supervisor", "", os.getppid()), ("http_front", "", os.getpid())]

@@ -148,7 +148,19 @@ def _tune_in(stats) -> str:
     return _e(" \u00b7 ".join(parts)) + " <span class=note>p50 / p99</span>" if parts else "\u2014"
 
 
-def _channel_card(channel, now: float) -> str:
+def _ingest(status) -> str:
+    """The Ingest row (issue 13): files in the cache, and the one being made."""
+    if status is None:
+        return "not started"
+    text = f"{status.ingested} of {status.files} files"
+    if status.current:
+        text += f" \u00b7 {status.current} {status.percent} %"
+    if status.failed:
+        text += f" \u00b7 {status.failed} failed"
+    return text
+
+
+def _channel_card(channel, now: float, ingest=None) -> str:
     lc = channel.lifecycle
     state = lc.state.shown
     live_for = _live_seconds(channel, now)
@@ -164,6 +176,8 @@ def _channel_card(channel, now: float) -> str:
         ("Picture", _e(f"{channel.config.width}\u00d7{channel.config.height} @ {channel.config.fps} fps")),
         ("Tune-in", _tune_in(channel.stats)),
     ]
+    if channel.config.ingest:
+        rows.append(("Ingest", _e(_ingest(ingest and ingest.channels.get(channel.id)))))
     dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     error = f'<p class=error role=alert>Last error: {_e(lc.failure)}</p>' if lc.failure else ""
     return f"""<article class="tv {looks} {_e(state)}" id="channel-{cid}" data-channel="{cid}" data-state="{_e(state)}" data-viewers="{viewers}">
@@ -184,7 +198,7 @@ def render(state, host: str) -> bytes:
     channels = state.channels
     live = sum(1 for c in channels if c.lifecycle.state.shown == "live")
     watching = state.viewers
-    cards = "\n".join(_channel_card(c, now) for c in channels)
+    cards = "\n".join(_channel_card(c, now, state.ingest) for c in channels)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     page = f"""<!doctype html>
 <html lang=en>

@@ -83,6 +83,7 @@ class Channel:
     number: str = ""
     logo: str | None = None
     group: str | None = None
+    ingest: bool = False  # play from the house-format cache once a file is in it (issue 13)
 
     @property
     def bytes_per_second(self) -> int:
@@ -121,6 +122,11 @@ class Config:
     friendly_name: str = "RetroVue Air"
     discovery: bool = False  # answer SSDP (UDP 1900) and HDHomeRun discovery (UDP 65001)
     state_dir: str = field(default_factory=lambda: default_state_dir())
+    # Ingest (issue 13): where house-format copies live (None: <state_dir>/cache), how much of
+    # the disk they may take (None: no limit), how many files are transcoded at once.
+    cache_dir: str | None = None
+    cache_max_gb: float | None = None
+    ingest_jobs: int = 1
 
     def channel(self, channel_id: str) -> Channel | None:
         return next((c for c in self.channels if c.id == channel_id), None)
@@ -197,6 +203,9 @@ class _Validator:
     BLOCK_KEYS = {"start", "title", "file", "files"}
     TOP_KEYS |= SCHEDULE_TOP_KEYS
     CHANNEL_KEYS |= SCHEDULE_CHANNEL_KEYS
+    # Ingest to the house format (issue 13).
+    TOP_KEYS |= {"ingest", "cache_dir", "cache_max_gb", "ingest_jobs"}
+    CHANNEL_KEYS |= {"ingest"}
 
     def __init__(self, text: str, path: str):
         self.lines = text.splitlines()
@@ -276,6 +285,9 @@ class _Validator:
         self.schedule_defaults = {"schedule_epoch": DEFAULT_EPOCH, "timezone": "UTC"}
         with self.collecting():
             self.schedule_defaults.update(self.schedule_keys(doc, None))
+        self.ingest_default = False
+        with self.collecting():
+            kwargs.update(self.ingest_keys(doc))
         # state_dir itself is checked with the tuner's keys; the probe cache needs it first.
         given = doc.get("state_dir")
         self.media_cache = media_info.MediaInfoCache(
@@ -369,6 +381,7 @@ class _Validator:
                 raise self.error("transcode", "only for source = \"files\"", i)
             numbers["transcode"] = self.typed(t, "transcode", bool, i)
         numbers.update(self.channel_guide_keys(t, i))
+        numbers.update(self.channel_ingest(t, i, kind))
         return Channel(id=channel_id, name=name, source=source, **numbers)
 
     def relay(self, t: dict[str, Any], i: int) -> Relay:
@@ -387,6 +400,41 @@ class _Validator:
             raise self.error("url", f"expected http://HOST[:PORT]/PATH, got {url!r}", i)
         remux = self.typed(t, "remux", bool, i) if "remux" in t else False
         return Relay(url=url, remux=remux, line=self.line_of("url", i))
+
+    # --- Ingest to the house format (issue 13) -----------------------------------------------
+
+    def ingest_keys(self, doc: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "ingest" in doc:
+            self.ingest_default = self.typed(doc, "ingest", bool)
+        if "cache_dir" in doc:
+            with self.collecting():
+                given = self.typed(doc, "cache_dir", str)
+                if not given.strip():
+                    raise self.error("cache_dir", "must be a directory path")
+                out["cache_dir"] = os.path.join(self.base_dir(), os.path.expanduser(given))
+        if "cache_max_gb" in doc:
+            with self.collecting():
+                out["cache_max_gb"] = self.positive(doc, "cache_max_gb", None)
+        if "ingest_jobs" in doc:
+            with self.collecting():
+                jobs = self.positive(doc, "ingest_jobs", None, int)
+                if jobs > 16:
+                    raise self.error("ingest_jobs", "at most 16")
+                out["ingest_jobs"] = jobs
+        return out
+
+    def channel_ingest(self, t: dict[str, Any], i: int, kind: str) -> dict[str, Any]:
+        """A transcoded files channel takes the top-level `ingest` unless it says otherwise."""
+        if "ingest" not in t:
+            wanted = self.ingest_default and kind == "files" and t.get("transcode", True) is not False
+            return {"ingest": True} if wanted else {}
+        if kind != "files":
+            raise self.error("ingest", "only for source = \"files\"", i)
+        ingest = self.typed(t, "ingest", bool, i)
+        if ingest and t.get("transcode", True) is False:
+            raise self.error("ingest", "a channel with transcode = false already plays its files as they are", i)
+        return {"ingest": ingest}
 
     # --- Scheduled media (issue 10) -------------------------------------------------------
 

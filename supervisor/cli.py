@@ -29,6 +29,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ingest"]:  # `retrovue-air ingest --config FILE` (issue 13)
+        from ingest.ahead_of_time import main as ingest_main
+
+        logs.setup("INFO")
+        logs.set_role("ingest")
+        return ingest_main(argv[1:])
     args = parse_args(argv)
     logs.setup(args.log_level or "INFO")
     if args.print_default_config:

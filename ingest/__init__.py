@@ -1,0 +1,1 @@
+"""The ingester: transcodes media files once into their channels' house format (issue 13)."""
