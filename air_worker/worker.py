@@ -20,6 +20,7 @@ import subprocess
 import time
 
 from retrovue_air import child_process, wire
+from retrovue_air.media_info import keyframe_at_or_before
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
 from retrovue_air.house_format import house_format
 
@@ -147,8 +148,14 @@ class AirWorker:
                                   video_r, audio_r)
         else:
             airings = source.schedule.airings(now, now + COPY_PLAYLIST_HOURS * 3600)
-            on = airings[0]  # the one on air now, from now
-            airings[0] = dataclasses.replace(on, start=now, inpoint=on.inpoint + now - on.start)
+            on = airings[0]  # the one on air now, from now: from the keyframe at or before now
+            offset = dict(source.start_times).get(on.programme.path, 0.0)
+            target = on.inpoint + now - on.start
+            keyframe = keyframe_at_or_before(on.programme.path, offset + target)
+            early = target - (keyframe - offset) if keyframe is not None else 0.0
+            if not 0.0 <= early <= 10.0:
+                early = 0.0
+            airings[0] = dataclasses.replace(on, start=now - early, inpoint=target - early)
             playlist = os.memfd_create("playlist.ffconcat", 0)
             os.write(playlist, airing_list(airings, dict(source.start_times)).encode())
             pass_fds = (playlist,)

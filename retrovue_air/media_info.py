@@ -90,6 +90,29 @@ def probe(path: str) -> MediaInfo:
     return parse_probe(result.stdout)
 
 
+def keyframe_at_or_before(path: str, t: float) -> float | None:
+    """The time (in the file's own timestamps) of the last video keyframe at or before t, or None.
+
+    A remux can only start on a keyframe, and the concat demuxer's seek in an MPEG-TS can land on
+    the keyframe *after* its inpoint: starting exactly on one found here, it lands there."""
+    try:
+        out = subprocess.run(
+            [ffprobe_binary(), "-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey",
+             "-read_intervals", f"{max(0.0, t - 12):.3f}%{t + 0.001:.3f}",
+             "-show_entries", "frame=pts_time", "-of", "csv=p=0", path],
+            capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError, ProbeError):
+        return None
+    times = []
+    for line in out.split():
+        try:
+            times.append(float(line.split(",")[0]))
+        except ValueError:
+            continue
+    before = [x for x in times if x <= t + 0.001]
+    return max(before) if before else None
+
+
 class MediaInfoCache:
     """Probe results by (path, size, mtime), loaded from and saved to one JSON file."""
 
