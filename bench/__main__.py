@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .readers import raise_fd_limit
 
-PARTS = ("fanout", "join", "icecast", "churn", "relay", "storm")
+PARTS = ("fanout", "join", "icecast", "churn", "relay", "storm", "cached", "many")
 FULL = {"viewers": [100, 1000, 5000, 10000], "seconds": 30.0, "churn_cycles": 5000}
 
 
@@ -120,6 +120,14 @@ def run_parts(args: argparse.Namespace, report: dict) -> None:
         from . import storm
         report["storm"] = storm.run(args.storm_channels, args.storm_viewers, args.seconds)
         show("storm", report["storm"])
+    if "cached" in args.only:
+        from . import cached_channel_cpu
+        report["cached_channel_cpu"] = cached_channel_cpu.run(args.seconds)
+        show("one channel, transcoded live vs from the ingest cache", report["cached_channel_cpu"])
+    if "many" in args.only:
+        from . import many_channels
+        report["many_channels"] = many_channels.run(100, 10, 50, args.seconds)
+        show("100 channels from the cache, 10 viewers each; a 50-channel cold-start storm", report["many_channels"])
     if "relay" in args.only:
         from . import relay
         report["relay"] = relay.run(min(max(args.viewers), 400), min(args.seconds, 10.0))
