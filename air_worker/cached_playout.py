@@ -39,7 +39,10 @@ def cached_airing_list(airings: list[Airing], entries: dict[str, CachedFile], fm
     out = ["ffconcat version 1.0\n"]
     for i, a in enumerate(airings):
         entry = entries[a.programme.path]
-        length = a.end - a.start
+        # Whole frames: an airing cut at an arbitrary moment (the one on air at the start) would
+        # otherwise end between two frames, and its last frame and the next airing's first would
+        # fall within one frame of each other (a decoder's "non monotonically increasing dts").
+        length = math.floor((a.end - a.start) * fmt.fps + 1e-6) / fmt.fps
         begin = begins[i]
         end = begin + length
         if i + 1 < len(airings) and begins[i + 1] > entries[airings[i + 1].programme.path].start_time:

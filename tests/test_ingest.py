@@ -67,13 +67,15 @@ def test_a_remux_playlist_starts_the_first_airing_on_a_keyframe_and_keeps_every_
     lines = cached_airing_list(joined, entries, FMT).splitlines()
     assert lines[0] == "ffconcat version 1.0"
     # The keyframe at or before 2.7 s is the one at 2.021333: up to one GOP (1 s) early,
-    # and the airing keeps its 1.3 s on the wall clock, so green starts on time.
-    assert lines[1:5] == ["file '/c/red.ts'", "inpoint 2.021333", "outpoint 3.321333", "duration 1.300000"]
+    # and the airing keeps its 1.3 s on the wall clock in whole frames (32 at 25 fps, 1.28 s:
+    # a cut between two frames would put two frames within one frame's time), so green starts
+    # on time to within a frame.
+    assert lines[1:5] == ["file '/c/red.ts'", "inpoint 2.021333", "outpoint 3.301333", "duration 1.280000"]
     assert lines[5:8] == ["file '/c/green.ts'", "outpoint 4.000000", "duration 4.000000"]
     assert lines[8:11] == ["file '/c/red.ts'", "outpoint 4.000000", "duration 4.000000"]
     # An inpoint inside the first GOP starts at the file's start.
     early = cached_airing_list(from_now(airings, 100.5), entries, FMT).splitlines()
-    assert early[1:4] == ["file '/c/red.ts'", "outpoint 3.500000", "duration 3.500000"]
+    assert early[1:4] == ["file '/c/red.ts'", "outpoint 3.480000", "duration 3.480000"]  # 87 whole frames
     # Green resumed 1.5 s in (after a block): from its keyframe at 1.061333; red before it ends
     # its sound two AAC frames early, so that the audio green's seek brings along fits.
     resumed = cached_airing_list([Airing(red, 100.0, 104.0), Airing(green, 104.0, 106.5, 1.5)], entries, FMT)
