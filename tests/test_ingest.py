@@ -80,8 +80,8 @@ def test_a_remux_playlist_starts_the_first_airing_on_a_keyframe_and_keeps_every_
     # its sound two AAC frames early, so that the audio green's seek brings along fits.
     resumed = cached_airing_list([Airing(red, 100.0, 104.0), Airing(green, 104.0, 106.5, 1.5)], entries, FMT)
     assert resumed.splitlines()[1:] == ["file '/c/red.ts'", "outpoint 3.957333", "duration 4.000000",
-                                        "file '/c/green.ts'", "inpoint 1.061333", "outpoint 3.561333",
-                                        "duration 2.500000"]
+                                        "file '/c/green.ts'", "inpoint 1.061333", "outpoint 3.541333",
+                                        "duration 2.480000"]  # 62 whole frames
 
 
 def test_the_size_limit_evicts_the_least_recently_played_first_and_never_the_new_entry():
