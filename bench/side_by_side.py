@@ -146,7 +146,7 @@ def measure_ours(viewers: int, seconds: float, window: int) -> dict:
         supervisor = psutil.Process(svc.proc.pid)
 
         def encoder() -> psutil.Process:
-            return next(p for p in supervisor.children(recursive=True) if p.name() == "ffmpeg")
+            return next(p for p in supervisor.children(recursive=True) if p.name().startswith("ffmpeg"))  # Debian's or the bundled one
 
         result = measure(svc.port, "/channels/bench.ts", svc.front, encoder, pipe_bytes_written,
                          viewers, seconds, window)
