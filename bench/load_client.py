@@ -119,34 +119,25 @@ class LoadClient:
                 self._connect_more(now)
             for key, _ in sel.select(min(left, 0.05) if len(self.viewers) < self.count else left):
                 v = key.data
-                if v.state == STREAMING:
-                    try:
-                        n = v.sock.recv_into(view)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        n = 0
-                    if n == 0:
-                        self._lose(v, "closed")
-                        continue
-                    v.received += n
-                    if v.first_body_byte is None:
-                        v.first_body_byte = clock() - v.started
-                    v.body += n
-                elif v.state == CONNECTING:
+                if v.state == CONNECTING:
                     self._connected(v)
-                else:
-                    try:
-                        n = v.sock.recv_into(view)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        n = 0
-                    if n == 0:
-                        self._lose(v, "closed before the stream")
-                        continue
-                    v.received += n
+                    continue
+                try:
+                    n = v.sock.recv_into(view)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    n = 0
+                if n == 0:
+                    self._lose(v, "closed" if v.state == STREAMING else "closed before the stream")
+                    continue
+                v.received += n
+                if v.state != STREAMING:
                     self._read_head(v, bytes(view[:n]), clock())
+                    continue
+                if v.first_body_byte is None:
+                    v.first_body_byte = clock() - v.started
+                v.body += n
 
     def run_until_joined(self, timeout: float) -> bool:
         """Until every viewer streams or is lost (or timeout); True if nobody is still joining."""
