@@ -7,7 +7,7 @@ import re
 import subprocess
 
 from harness import RawViewer, Reader, assert_aligned_ts, files_channel, require_tool, wait_until
-from ts_packets_check import first_video_frame_is_key, pmt_pid_of
+from ts_packets_check import first_video_frame_is_key, pmt_pid_of, whole_frames
 
 from ts_packets_check import continuity_errors, packet_pids
 
@@ -17,7 +17,7 @@ JOIN_BYTES = 120 * 1024
 def decode_errors(ffmpeg: str, body: bytes) -> str:
     """ffmpeg's complaints when decoding the first frames of body from byte 0."""
     result = subprocess.run([ffmpeg, "-v", "error", "-f", "mpegts", "-i", "-", "-frames:v", "5",
-                             "-f", "null", "-"], input=body, capture_output=True, timeout=60)
+                             "-f", "null", "-"], input=whole_frames(body), capture_output=True, timeout=60)
     return result.stderr.decode(errors="replace")
 
 

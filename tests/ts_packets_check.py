@@ -150,3 +150,16 @@ def continuity_errors(stream: bytes) -> list[str]:
                 errors.append(f"offset {i}: pid {pid:#x} cc {cc}, expected {(prev_cc + 1) & 0x0F}")
         last[pid] = (cc, packet, duplicate)
     return errors
+
+
+def whole_frames(body: bytes) -> bytes:
+    """The body up to the last video PES that starts in it: a stream read for a while ends
+    inside a frame, and a decoder rightly complains about that half frame (not the server's doing)."""
+    last = None
+    for i in range(0, len(body) - TS_PACKET_SIZE + 1, TS_PACKET_SIZE):
+        if not body[i + 1] & 0x40:
+            continue
+        at = i + 4 + (1 + body[i + 4] if body[i + 3] & 0x20 else 0)
+        if body[at:at + 3] == b"\0\0\1" and 0xE0 <= body[at + 3] <= 0xEF:
+            last = i
+    return body[:last] if last else body
