@@ -7,9 +7,9 @@ import re
 import subprocess
 
 from harness import RawViewer, Reader, assert_aligned_ts, files_channel, require_tool, wait_until
-from ts_packets_check import first_video_frame_is_key, pmt_pid_of, whole_frames
+from ts_packets_check import (continuity_errors, first_video_frame_is_key, packet_pids, pmt_pid_of,
+                              whole_frames)
 
-from ts_packets_check import continuity_errors, packet_pids
 
 JOIN_BYTES = 120 * 1024
 
