@@ -203,8 +203,8 @@ def diagram() -> str:
 def stream_numbers(generation: int) -> Callable[[], int]:
     """Stream ids for one front's life: generation * 10**9 + 1, + 2, ...
 
-    A stream id names its worker's inbox, so it must not repeat while an old worker
-    may still be on its way out; the supervisor gives each front a new generation.
+    They must not repeat while an old front's worker may still be on its way out (its exit
+    must never be taken for a new stream's): the supervisor gives each front a new generation.
     """
     counter = itertools.count(generation * 10**9 + 1)
     return lambda: next(counter)

@@ -9,7 +9,6 @@ lifecycle's actions) is carried out here, and nowhere else.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import selectors
 import signal
@@ -24,7 +23,7 @@ from . import discovery, responses, routes, tuner
 from .air_links import AirLinks, SupervisorGone
 from .answers import FrontState, answer
 from .channel import Channel, Close
-from .channel_lifecycle import Action, Admit, Disconnect, Refuse, RequestStream, StopStream
+from .channel_lifecycle import Action, Admit, Disconnect, Refuse, RequestStream, StopStream, stream_numbers
 from .connections import Connections
 from .lineup import Lineup
 from .presentation import guide_numbers
@@ -33,7 +32,6 @@ from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
 
-STREAMS_PER_GENERATION = 1_000_000
 
 
 class Front:
@@ -42,7 +40,7 @@ class Front:
         self.sel = selectors.DefaultSelector()
         # Stream ids never repeat across restarts of the front: each front (a generation,
         # counted by the supervisor) numbers its streams in a range of its own.
-        self.next_stream = itertools.count(generation * STREAMS_PER_GENERATION + 1).__next__
+        self.next_stream = stream_numbers(generation)
         self.lineup = Lineup(config, self.next_stream, self.sel)
         self.connections = Connections(listener, self.sel, config)
         self.air = AirLinks(control, self.sel)
