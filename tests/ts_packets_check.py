@@ -163,3 +163,12 @@ def whole_frames(body: bytes) -> bytes:
         if body[at:at + 3] == b"\0\0\1" and 0xE0 <= body[at + 3] <= 0xEF:
             last = i
     return body[:last] if last else body
+
+
+def decoder_complaints(ffmpeg: str, body: bytes, frames: int | None = None) -> str:
+    """What `ffmpeg -v error` says decoding a live body (all of it, or its first frames), up to its
+    last whole frame: empty for a clean stream."""
+    limit = ["-frames:v", str(frames)] if frames else []
+    result = subprocess.run([ffmpeg, "-v", "error", "-f", "mpegts", "-i", "-", *limit, "-f", "null", "-"],
+                            input=whole_frames(body), capture_output=True, timeout=120)
+    return result.stderr.decode(errors="replace") + ("" if result.returncode == 0 else f"exit {result.returncode}")
