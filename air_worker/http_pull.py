@@ -21,10 +21,11 @@ from urllib.parse import urljoin, urlsplit
 
 import h11
 
+from http_front.ts_packets import TS_PACKET_SIZE
+
 # An origin silent this long is gone (a cut cable sends no FIN): exit, and be restarted.
 STALL_SECONDS = 5.0
 MAX_REDIRECTS = 5
-TS_PACKET = 188
 SYNC_PACKETS = 3  # sync bytes this many packets apart mark where packets begin
 USER_AGENT = "retrovue-air relay"
 
@@ -111,8 +112,8 @@ def first_body_line(sock: socket.socket, conn: h11.Connection, url: str) -> str:
 
 def packet_start(data: bytes) -> int | None:
     """The first offset with sync bytes SYNC_PACKETS packets in a row; None if none yet."""
-    for i in range(min(TS_PACKET, len(data))):
-        if all(i + k * TS_PACKET < len(data) and data[i + k * TS_PACKET] == 0x47 for k in range(SYNC_PACKETS)):
+    for i in range(min(TS_PACKET_SIZE, len(data))):
+        if all(i + k * TS_PACKET_SIZE < len(data) and data[i + k * TS_PACKET_SIZE] == 0x47 for k in range(SYNC_PACKETS)):
             return i
     return None
 
@@ -144,7 +145,7 @@ def pull(url: str, out: int) -> int:
             if start is not None:
                 aligned = True
                 write_all(out, head[start:])
-            elif len(head) > 64 * TS_PACKET:
+            elif len(head) > 64 * TS_PACKET_SIZE:
                 raise PullError(f"{url}: not an MPEG-TS stream (no sync bytes)")
 
 

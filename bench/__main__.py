@@ -97,7 +97,7 @@ def main() -> None:
 def run_parts(args: argparse.Namespace, report: dict) -> None:
     if "fanout" in args.only:
         from . import fanout
-        report["fanout"] = fanout.run(args.fanout_viewers, args.seconds)
+        report["fanout"] = fanout.run(args.fanout_viewers, args.seconds, args.rounds)
         show("fanout", report["fanout"])
     if "join" in args.only:
         from . import join

@@ -36,6 +36,11 @@ def cpu(p: psutil.Process) -> float:
     return t.user + t.system
 
 
+def user_cpu(p: psutil.Process) -> float:
+    """Python's own share: the rest of cpu() is the kernel's, mostly sends."""
+    return p.cpu_times().user
+
+
 def measure_front(viewers: int, seconds: float, burst: float = 6.0) -> dict:
     """N viewers joining a channel that has been live for longer than the burst, within about a
     second; whether each got its burst (at least 90 % of burst x rate in its first 2 s), then the
@@ -51,11 +56,11 @@ def measure_front(viewers: int, seconds: float, burst: float = 6.0) -> dict:
             got_burst = sum(1 for b in readers.snapshot() if b >= 0.9 * burst * RATE)
             readers.run_for(1.0)  # warm up: everyone caught up, ffmpeg at steady state
             front = svc.front
-            b0, c0, per0 = readers.total(), cpu(front), readers.snapshot()
+            b0, c0, u0, per0 = readers.total(), cpu(front), user_cpu(front), readers.snapshot()
             t0 = time.monotonic()
             readers.run_for(seconds)
             elapsed = time.monotonic() - t0
-            b1, c1, per1 = readers.total(), cpu(front), readers.snapshot()
+            b1, c1, u1, per1 = readers.total(), cpu(front), user_cpu(front), readers.snapshot()
         finally:
             readers.close()
             keeper.close()
@@ -65,6 +70,7 @@ def measure_front(viewers: int, seconds: float, burst: float = 6.0) -> dict:
                 "got_their_burst": got_burst if burst else None,
                 "seconds": round(elapsed, 2), "gb": round(gb, 3),
                 "front_cpu_s": round(c1 - c0, 3), "front_s_per_gb": round((c1 - c0) / gb, 3),
+                "front_user_s_per_gb": round((u1 - u0) / gb, 3),
                 "viewer_rate_min_kbps": round(rates[0] * 8 / 1000), "viewer_rate_median_kbps": round(rates[len(rates) // 2] * 8 / 1000),
                 "dropped": readers.closed}
 
@@ -105,24 +111,33 @@ def measure_bare_loop(viewers: int, seconds: float, rate: float) -> dict:
     readers = Readers("127.0.0.1", port, "/", viewers)
     try:
         readers.run_for(2.0)
-        b0, c0 = readers.total(), cpu(proc)
+        b0, c0, u0 = readers.total(), cpu(proc), user_cpu(proc)
         t0 = time.monotonic()
         readers.run_for(seconds)
         elapsed = time.monotonic() - t0
-        b1, c1 = readers.total(), cpu(proc)
+        b1, c1, u1 = readers.total(), cpu(proc), user_cpu(proc)
     finally:
         readers.close()
         os.waitpid(pid, 0)
     gb = (b1 - b0) / 1e9
     return {"viewers": viewers, "seconds": round(elapsed, 2), "gb": round(gb, 3),
-            "cpu_s": round(c1 - c0, 3), "s_per_gb": round((c1 - c0) / gb, 3)}
+            "cpu_s": round(c1 - c0, 3), "s_per_gb": round((c1 - c0) / gb, 3),
+            "user_s_per_gb": round((u1 - u0) / gb, 3)}
 
 
-def run(viewers: int = 1000, seconds: float = 15.0) -> dict:
-    """The front with the join burst, without it, and the bare loop, one after the other."""
-    front = measure_front(viewers, seconds)
-    no_burst = measure_front(viewers, seconds, burst=0.0)
-    bare = measure_bare_loop(viewers, seconds, RATE)
-    return {"front": front, "front_without_burst": no_burst, "bare_python_loop_64k": bare,
-            "ratio_front_to_bare": round(front["front_s_per_gb"] / bare["s_per_gb"], 2),
-            "ratio_burst_to_no_burst": round(front["front_s_per_gb"] / no_burst["front_s_per_gb"], 2)}
+def run(viewers: int = 1000, seconds: float = 15.0, rounds: int = 2) -> dict:
+    """The front with the join burst, the bare loop, and the front without the burst,
+    interleaved for `rounds` rounds so that the box's drift falls on all three alike."""
+    runs: dict[str, list[dict]] = {"front": [], "bare_python_loop_64k": [], "front_without_burst": []}
+    for _ in range(rounds):
+        runs["front"].append(measure_front(viewers, seconds))
+        runs["bare_python_loop_64k"].append(measure_bare_loop(viewers, seconds, RATE))
+        runs["front_without_burst"].append(measure_front(viewers, seconds, burst=0.0))
+    front, bare, no_burst = (sum(r[k] for r in runs[name]) / rounds for name, k in
+                             (("front", "front_s_per_gb"), ("bare_python_loop_64k", "s_per_gb"),
+                              ("front_without_burst", "front_s_per_gb")))
+    return {"front": runs["front"][-1], "front_without_burst": runs["front_without_burst"][-1],
+            "bare_python_loop_64k": runs["bare_python_loop_64k"][-1], "rounds": runs,
+            "mean_s_per_gb": {"front": round(front, 3), "bare": round(bare, 3), "front_without_burst": round(no_burst, 3)},
+            "ratio_front_to_bare": round(front / bare, 2),
+            "ratio_burst_to_no_burst": round(front / no_burst, 2)}

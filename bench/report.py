@@ -52,11 +52,14 @@ def markdown(report: dict) -> str:
                     "not run at larger N.", ""]
     fan = report.get("fanout")
     if fan:
-        f, b = fan["front"], fan["bare_python_loop_64k"]
-        out += ["## Front against a bare Python 64 KiB send loop", "",
-                table(["", "viewers", "CPU-s/GB"], [["front", f["viewers"], f["front_s_per_gb"]],
-                                                    ["bare loop", b["viewers"], b["s_per_gb"]]]),
-                "", f"Ratio front / bare loop: {fan['ratio_front_to_bare']}", ""]
+        rounds = fan.get("rounds") or {"front": [fan["front"]], "bare_python_loop_64k": [fan["bare_python_loop_64k"]]}
+        rows = []
+        for i, (f, b) in enumerate(zip(rounds["front"], rounds["bare_python_loop_64k"]), 1):
+            rows += [[i, "front", f["viewers"], f["front_s_per_gb"], f.get("front_user_s_per_gb", "")],
+                     [i, "bare loop", b["viewers"], b["s_per_gb"], b.get("user_s_per_gb", "")]]
+        out += ["## Front against a bare Python 64 KiB send loop (interleaved rounds)", "",
+                table(["round", "", "viewers", "CPU-s/GB", "of which user"], rows),
+                "", f"Ratio front / bare loop (means): {fan['ratio_front_to_bare']}", ""]
     join = report.get("join")
     if join:
         out += ["## Tune-in latency (a fresh client process, until it has what it waits for)", "",

@@ -25,7 +25,9 @@ from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
 
-FLUSH_BYTES = 64 * 1024
+# Publish at this much (as well as every flush_interval_ms): whole packets, and one
+# segment on loopback, whose MSS is 65,483 bytes.
+FLUSH_BYTES = 348 * TS_PACKET_SIZE
 READS_PER_WAKEUP = 8
 MIN_BUFFER = 4 * 1024 * 1024
 MAX_BUFFER = 512 * 1024 * 1024
@@ -70,6 +72,9 @@ class Channel:
         self.failure_tail = ""  # the tail of ffmpeg's stderr when the channel last failed
         self.buffer: StreamBuffer | None = None
         self.scanner: TsScanner | None = None  # where in the buffer a late joiner can start
+        # No viewer's cursor is below this. Cursors only grow, so an overrun of the ring
+        # below it needs no look at the viewers, and a read is O(1) however many watch.
+        self._cursors_from = 0
         self.said_no_keyframe = False
         self.stats = ChannelStats()
         self.start_requested_at: float | None = None
@@ -130,6 +135,7 @@ class Channel:
             # The configured bitrate is a target, not a bound (MPEG-TS framing, a busy scene): half again.
             capacity = max(MIN_BUFFER, int(1.5 * seconds * self.config.bytes_per_second))
             self.buffer = StreamBuffer(capacity)
+            self._cursors_from = 0
         else:
             # Viewers continue in the same buffer. A killed ffmpeg may have left half a
             # packet, which was never published: drop it so the next stream is aligned.
@@ -230,12 +236,18 @@ class Channel:
         return True
 
     def _overrun_by(self, destroyed_before: int) -> list[Close]:
+        if destroyed_before <= self._cursors_from:
+            return []
         closes = []
+        lowest = self.buffer.end
         for viewer in self.viewers:
             if viewer.blocked and viewer.cursor < destroyed_before:
                 log.warning("channel %s: dropping slow viewer %s: the buffer moved past it", self.id, viewer.peer)
                 self.stats.viewers_dropped_slow += 1
                 closes.append(Close(viewer, "too slow"))
+            elif viewer.cursor < lowest:
+                lowest = viewer.cursor
+        self._cursors_from = lowest
         return closes
 
     # The fan-out
@@ -296,6 +308,7 @@ class Channel:
         else:
             self._join_at_keyframe(viewer, now)
         viewer.start_cursor = viewer.cursor
+        self._cursors_from = min(self._cursors_from, viewer.cursor)
         viewer.bound_send_buffer(max(32 * 1024, self.config.bytes_per_second // 2))
         sent = viewer.send(buffer)
         (self.stats.cold_start if from_start else self.stats.join).observe(now - viewer.requested_at)

@@ -119,6 +119,31 @@ def test_a_viewer_that_stops_reading_is_returned_to_close_once_it_lags_too_far(r
     assert rig.channel.stats.viewers_dropped_slow == 1
 
 
+
+def test_the_ring_drops_a_stalled_viewer_as_it_overwrites_its_bytes_and_not_before(rig):
+    """The backstop behind the lag check: a viewer whose bytes the ring overwrites is gone,
+    even one allowed to lag (a joiner's burst), and the caught-up one beside it is not."""
+    rig.go_live()
+    stalled = rig.first
+    stalled.bound_send_buffer(4096)
+    rig.far_ends[stalled].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.allowance = 3600.0  # the lag check lets it be: only the ring can drop it
+    reader = rig.viewer()
+    rig.channel.lifecycle.tune_in(reader)
+    rig.channel.admit(reader, from_start=False, now=0.0)
+    buffer, now, closes = rig.channel.buffer, 0.0, []
+    while not closes and now < 600:
+        now += 0.25
+        rig.feed.sendall(PACKET * 100)
+        closes = rig.channel.read(now, 1.0, 0.2).closes + rig.channel.flush(now, 1.0)
+        received(rig.far_ends[reader])
+        if not closes:
+            assert buffer.end - buffer.capacity <= stalled.cursor  # its bytes are all still there
+    assert closes == [Close(stalled, "too slow")]
+    # Dropped by the read that overwrote its next byte.
+    assert stalled.blocked and buffer.end - 100 * len(PACKET) <= buffer.capacity + stalled.cursor < buffer.end
+    assert reader.cursor == buffer.published
+
 def test_a_viewer_whose_peer_is_gone_is_returned_as_connection_lost(rig):
     rig.go_live()
     rig.far_ends[rig.first].close()

@@ -144,7 +144,7 @@ def test_a_remuxed_relay_copies_without_re_encoding_and_without_pacing():
     assert cmd[cmd.index("-c") + 1] == "copy" and "libx264" not in cmd
     assert "-re" not in cmd  # the origin paces
     assert cmd[cmd.index("-reconnect") + 1] == "1" and "-rw_timeout" in cmd
-    assert cmd[-3:] == ["-muxpreload", "0", "pipe:1"]
+    assert cmd[cmd.index("-muxpreload") + 1] == "0" and cmd[-1] == "pipe:1"
 
 
 def test_a_relay_keeps_retrying_through_an_outage_up_to_the_restart_window():
