@@ -17,7 +17,6 @@ import time
 
 import imageio_ffmpeg
 
-from http_front.ts_packets import TS_PACKET_SIZE
 from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
 from retrovue_air.schedule import Airing
 
@@ -32,23 +31,29 @@ FONT_CANDIDATES = (
 )
 
 
-# ffmpeg writes its TS in blocks of this share of a second of stream, not packet by packet.
-WRITES_PER_SECOND = 8
+# ffmpeg's output buffer (libavformat's IO_BUFFER_SIZE). With -flush_packets 0 it writes
+# when the buffer is full; -blocksize only cuts those writes smaller, it does not make
+# them more often.
+OUTPUT_BUFFER = 32768
+# A buffer takes at most this long to fill, or ffmpeg writes each packet as it is muxed.
+MAX_BUFFER_SECONDS = 0.25
 
 
 def in_blocks(channel: Channel) -> list[str]:
-    """Output options: the TS written in blocks of about 1/8 s of stream, whole packets.
+    """Output options: the TS written in 32 KiB blocks, where they fill within 1/4 s.
 
     To a pipe, ffmpeg writes each muxed packet as it comes: about 70 writes a second for
     30 fps video and AAC, and each one wakes the front, which then pays a select() over
-    every viewer's socket and a read, however small. In blocks the front wakes 8 times a
-    second (its user CPU at 1,000 viewers fell from 0.05 to 0.02 s per GB; README,
-    "Where the time goes"). The front publishes at most every flush_interval_ms (200)
-    anyway, so no viewer waits longer, and a cold start's first block is out within
-    1/8 s of real time, or at once during the cold-start burst.
+    every viewer's socket and a read, however small. In blocks a 2 Mbit/s channel wakes it
+    8 times a second (its user CPU at 1,000 viewers fell from 0.05 to 0.02 s per GB;
+    README, "Where the front's time goes"). The front publishes about every 200 ms
+    (flush_interval_ms) anyway. Below 1 Mbit/s a block would hold more than 1/4 s of
+    stream: such a channel keeps per-packet writes, and costs the front little however
+    it is written.
     """
-    packets = channel.bytes_per_second // WRITES_PER_SECOND // TS_PACKET_SIZE
-    return ["-flush_packets", "0", "-blocksize", str(TS_PACKET_SIZE * max(7, min(174, packets)))]
+    if channel.bytes_per_second * MAX_BUFFER_SECONDS < OUTPUT_BUFFER:
+        return []
+    return ["-flush_packets", "0"]
 
 
 def ffmpeg_binary(cold_burst: bool = False) -> str:

@@ -100,10 +100,15 @@ def run(cycles: int = 200) -> dict:
             one_cycle(svc.port, supervisor, svc.front.pid)
         time.sleep(1.0)
         before = footprint(supervisor)
-        samples = []
+        samples, trace = [], []
         t0 = time.monotonic()
-        for _ in range(cycles):
+        for n in range(1, cycles + 1):
             samples.append(one_cycle(svc.port, supervisor, svc.front.pid))
+            if n % max(1, cycles // 10) == 0:
+                # Growth that stops (a histogram's window filling, the allocator's arenas)
+                # shows as a step in the first tenth; a leak, as a slope across all ten.
+                trace.append({"cycle": n, **footprint(supervisor),
+                              "front_rss_mb": round(svc.front.memory_info().rss / 2**20, 1)})
         took = time.monotonic() - t0
         time.sleep(1.0)
         after = footprint(supervisor)
@@ -112,6 +117,8 @@ def run(cycles: int = 200) -> dict:
         "cycles": cycles, "seconds": round(took, 1),
         "fresh": fresh, "start": before, "end": after, "warm_up_cycles": WARM_UP_CYCLES,
         "growth": {k: round(after[k] - before[k], 1) for k in before},
+        "trace": trace,
+        "growth_after_first_tenth": {k: round(after[k] - trace[0][k], 1) for k in before} if trace else None,
         "stuck": sum(not s["ok"] for s in samples),
         "first_packet": percentiles([s["first_packet"] for s in samples]),
         "teardown_ffmpeg_exited": percentiles([s["ffmpeg_exited"] for s in samples]),

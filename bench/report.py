@@ -82,7 +82,9 @@ def markdown(report: dict) -> str:
     if churn:
         f, s, e = churn.get("fresh"), churn["start"], churn["end"]
         rows = [[f"fresh (before {churn.get('warm_up_cycles')} warm-up cycles)", f["processes"], f["fds"], f["rss_mb"]]] if f else []
-        rows += [["start", s["processes"], s["fds"], s["rss_mb"]], ["end", e["processes"], e["fds"], e["rss_mb"]]]
+        rows += [["start", s["processes"], s["fds"], s["rss_mb"]]]
+        rows += [[f"after cycle {t['cycle']}", t["processes"], t["fds"], t["rss_mb"]] for t in churn.get("trace", [])]
+        rows += [["end", e["processes"], e["fds"], e["rss_mb"]]]
         out += [f"## Churn soak: {churn['cycles']} cycles of tune in, read, leave ({churn['seconds']:g} s)", "",
                 table(["", "processes", "fds", "RSS MB"], rows),
                 "",

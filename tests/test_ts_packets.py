@@ -228,6 +228,146 @@ def test_chunked_feed_matches_whole_feed(streams: dict[str, Sample], name: str) 
     assert [chunked.join_point(*w) for w in windows] == [whole.join_point(*w) for w in windows]
 
 
+class EveryPacket(TsScanner):
+    """The reference: Python looks at every packet (what the skipping scan must equal)."""
+
+    def _packets(self, view, start, end, offset):
+        for i in range(start, end, P):
+            self._packet(view, i, offset + i)
+
+
+def _damaged(data: bytes, rng: random.Random) -> bytes:
+    """Broken sync bytes, and packets swapped about: runs cut, PES starts lost, tables torn."""
+    out = bytearray(data)
+    packets = len(data) // P
+    for _ in range(40):
+        out[rng.randrange(packets) * P] = 0x00
+    for _ in range(40):
+        a, b = rng.randrange(packets) * P, rng.randrange(packets) * P
+        out[a:a + P], out[b:b + P] = out[b:b + P], out[a:a + P]
+    return bytes(out)
+
+
+@pytest.mark.parametrize("damage", [False, True], ids=["clean", "damaged"])
+@pytest.mark.parametrize("name", GOP_STREAMS + ["gop250"])
+def test_skipping_scan_finds_what_a_look_at_every_packet_finds(streams: dict[str, Sample], name: str,
+                                                               damage: bool) -> None:
+    rng = random.Random(name)
+    data = _sample(streams, name).data
+    data = _damaged(data, rng) if damage else data
+    reference = EveryPacket()
+    reference.feed(data, 0)
+    fast = _scan_chunked(data, rng)
+    packets = len(data) // P
+    windows = [(0, len(data))] + [tuple(sorted(rng.randrange(packets + 1) * P for _ in range(2))) for _ in range(60)]
+    assert fast.random_access_points == reference.random_access_points and reference.random_access_points
+    assert fast.sync_errors == reference.sync_errors and (reference.sync_errors > 0) == damage
+    assert [fast.join_point(*w) for w in windows] == [reference.join_point(*w) for w in windows]
+    assert [fast.earliest_join_point(*w) for w in windows] == [reference.earliest_join_point(*w) for w in windows]
+    assert list(fast._psi_history) == list(reference._psi_history)
+
+
+class Mux:
+    """A tiny TS muxer for what ffmpeg never writes: each case the skipping scan must not skip."""
+
+    VIDEO, AUDIO, PMT = 0x100, 0x101, 0x1000
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.cc: dict[int, int] = {}
+
+    def _packet(self, pid: int, payload: bytes, pusi: bool, rai: bool = False) -> None:
+        cc = self.cc.get(pid, 0)
+        self.cc[pid] = (cc + 1) % 16
+        room = 184 - len(payload)
+        if room == 0 and not rai:
+            self.out += bytes([0x47, (0x40 if pusi else 0) | pid >> 8, pid & 0xFF, 0x10 | cc]) + payload
+            return
+        if room < 2:  # an adaptation field needs two bytes at least: carry less
+            raise ValueError("payload too long for an adaptation field")
+        field = bytes([room - 1, 0x40 if rai else 0]) + b"\xff" * (room - 2)
+        self.out += bytes([0x47, (0x40 if pusi else 0) | pid >> 8, pid & 0xFF, 0x30 | cc]) + field + payload
+
+    def _split(self, pid: int, data: bytes, rai: bool = False, fill: bytes | None = None) -> None:
+        first = True
+        while data:
+            size = 184 if len(data) >= 184 and not (first and rai) else min(len(data), 182)
+            chunk, data = data[:size], data[size:]
+            if fill is not None and len(chunk) < 184:
+                chunk += fill * (184 - len(chunk))  # PSI stuffing
+            self._packet(pid, chunk, first, rai and first)
+            first = False
+
+    def psi(self, extra_streams: int = 0, audio_between: bool = False) -> None:
+        pat = bytes([0x00, 0xB0, 13, 0, 1, 0xC1, 0, 0, 0, 1, 0xE0 | self.PMT >> 8, self.PMT & 0xFF]) + bytes(4)
+        self._split(0, b"\x00" + pat, fill=b"\xff")
+        if audio_between:
+            self.audio()
+        streams = bytes([0x1B, 0xE0 | self.VIDEO >> 8, self.VIDEO & 0xFF, 0xF0, 0])
+        for k in range(extra_streams):  # audio streams, each with a language descriptor
+            pid = self.AUDIO + k
+            streams += bytes([0x0F, 0xE0 | pid >> 8, pid & 0xFF, 0xF0, 6, 0x0A, 4]) + b"eng\x00"
+        body = bytes([0, 1, 0xC1, 0, 0, 0xE0 | self.VIDEO >> 8, self.VIDEO & 0xFF, 0xF0, 0]) + streams + bytes(4)
+        pmt = bytes([0x02, 0xB0 | len(body) >> 8, len(body) & 0xFF]) + body
+        self._split(self.PMT, b"\x00" + pmt, fill=b"\xff")
+
+    def picture(self, *nals: bytes, rai: bool = False) -> int:
+        """A video PES of these NAL units; returns the offset of its first packet."""
+        at = len(self.out)
+        es = b"".join(b"\x00\x00\x01" + n for n in nals)
+        self._split(self.VIDEO, b"\x00\x00\x01\xe0\x00\x00\x80\x80\x05\x21\x00\x01\x00\x01" + es, rai=rai)
+        return at
+
+    def audio(self) -> None:
+        self._split(self.AUDIO, b"\x00\x00\x01\xc0\x00\x00\x80\x80\x05\x21\x00\x01\x00\x01" + bytes(300))
+
+    def random_access_indicator_alone(self) -> None:
+        """An adaptation-only video packet with random_access_indicator: the next PES starts an access point."""
+        self.out += bytes([0x47, self.VIDEO >> 8, self.VIDEO & 0xFF, 0x20 | self.cc.get(self.VIDEO, 0)])
+        self.out += bytes([183, 0x40]) + b"\xff" * 182
+
+
+SEI, SPS, IDR, SLICE = b"\x06" + bytes(600), b"\x67" + bytes(20), b"\x65" + bytes(900), b"\x41" + bytes(700)
+
+
+def _synthetic() -> tuple[bytes, list[int]]:
+    """PAT/PMT runs, keyframes whose IDR slice is packets in (after a long SEI, no SPS before
+    it), an access point marked only on an adaptation-only packet before a plain slice, and a
+    PMT of two packets, sent apart from its PAT; returns the stream and where a viewer may start.
+    Audio packets end a PAT/PMT run, after which the scan skips what it may."""
+    mux, points = Mux(), []
+    for gop in range(6):
+        mux.psi(extra_streams=30 if gop % 2 else 0, audio_between=bool(gop % 2))
+        if gop % 3 == 0:
+            points.append(mux.picture(SEI, IDR))  # found only by scanning on past the first packet
+        elif gop % 3 == 1:
+            mux.audio()
+            mux.random_access_indicator_alone()
+            points.append(mux.picture(SLICE))  # the RAI says so, though the slice does not
+        else:
+            points.append(mux.picture(SPS, IDR, rai=True))
+        for _ in range(4):
+            mux.audio()
+            mux.picture(SLICE)
+    return bytes(mux.out), points
+
+
+def test_skipping_scan_looks_at_every_packet_that_can_matter() -> None:
+    data, points = _synthetic()
+    reference = EveryPacket()
+    reference.feed(data, 0)
+    assert reference.random_access_points == points and reference.sync_errors == 0
+    assert reference.video_pid == Mux.VIDEO and reference.pmt_pid == Mux.PMT
+    rng = random.Random(7)
+    for _ in range(20):
+        fast = _scan_chunked(data, rng)
+        assert fast.random_access_points == points
+        assert list(fast._psi_history) == list(reference._psi_history)
+        windows = [(0, len(data))] + [tuple(sorted(rng.randrange(len(data) // P + 1) * P for _ in range(2)))
+                                      for _ in range(30)]
+        assert [fast.join_point(*w) for w in windows] == [reference.join_point(*w) for w in windows]
+
+
 @pytest.mark.parametrize("name", ["gop25-no-rai", "hevc-no-rai"])
 def test_parameter_sets_decide_when_the_picture_nal_is_out_of_reach(
     streams: dict[str, Sample], name: str, monkeypatch: pytest.MonkeyPatch
