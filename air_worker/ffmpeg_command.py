@@ -31,31 +31,6 @@ FONT_CANDIDATES = (
 )
 
 
-# ffmpeg's output buffer (libavformat's IO_BUFFER_SIZE). With -flush_packets 0 it writes
-# when the buffer is full; -blocksize only cuts those writes smaller, it does not make
-# them more often.
-OUTPUT_BUFFER = 32768
-# A buffer takes at most this long to fill, or ffmpeg writes each packet as it is muxed.
-MAX_BUFFER_SECONDS = 0.25
-
-
-def in_blocks(channel: Channel) -> list[str]:
-    """Output options: the TS written in 32 KiB blocks, where they fill within 1/4 s.
-
-    To a pipe, ffmpeg writes each muxed packet as it comes: about 70 writes a second for
-    30 fps video and AAC, and each one wakes the front, which then pays a select() over
-    every viewer's socket and a read, however small. In blocks a 2 Mbit/s channel wakes it
-    8 times a second (its user CPU at 1,000 viewers fell from 0.05 to 0.02 s per GB;
-    README, "Where the front's time goes"). The front publishes about every 200 ms
-    (flush_interval_ms) anyway. Below 1 Mbit/s a block would hold more than 1/4 s of
-    stream: such a channel keeps per-packet writes, and costs the front little however
-    it is written.
-    """
-    if channel.bytes_per_second * MAX_BUFFER_SECONDS < OUTPUT_BUFFER:
-        return []
-    return ["-flush_packets", "0"]
-
-
 def ffmpeg_binary(cold_burst: bool = False) -> str:
     """The ffmpeg on PATH, else the one imageio-ffmpeg ships.
 
@@ -134,7 +109,7 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
         if not channel.source.remux:
             # Already the TS the front wants: its bytes are passed on (air_worker/http_pull.py).
             return [sys.executable, "-m", "air_worker.http_pull", channel.source.url]
-        return cmd + relay_arguments(channel.source) + [*in_blocks(channel), "pipe:1"]
+        return cmd + relay_arguments(channel.source)
     gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"
     source = channel.source
@@ -177,7 +152,7 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
     if not channel.transcode:
         # Already H.264 + AAC: remux only. Its keyframes are wherever the source put them.
         return cmd[: cmd.index("-map")] + ["-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
-                                             "-f", "mpegts", *in_blocks(channel), "pipe:1"]
+                                             "-f", "mpegts", "pipe:1"]
     kbps = channel.video_kbps
     cmd += [
         "-vf", video_filter,
@@ -188,7 +163,7 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
         "-c:a", "aac", "-b:a", f"{channel.audio_kbps}k", "-ar", "48000", "-ac", "2",
         # The muxer repeats PAT/PMT every 100 ms by default and before each keyframe.
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", *in_blocks(channel),
+        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
         "pipe:1",
     ]
     return cmd
@@ -221,7 +196,7 @@ def relay_arguments(source: Relay) -> list[str]:
         "-probesize", "65536", "-analyzeduration", "500000", "-fflags", "nobuffer",
         "-i", source.url,
         "-map", "0:v?", "-map", "0:a?", "-c", "copy",
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
+        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1",
     ]
 
 
@@ -262,7 +237,7 @@ def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int)
         "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
         "-c:a", "aac", "-b:a", f"{channel.audio_kbps}k",
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", *in_blocks(channel),
+        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
         "pipe:1",
     ]
 

@@ -131,6 +131,28 @@ def plots(report: dict, stem: Path) -> list[Path]:
         fig.tight_layout()
         written.append(_save(fig, stem, "viewers"))
 
+    cached, many = report.get("cached_channel_cpu"), report.get("many_channels")
+    if cached:
+        # One channel's encoder, transcoding live or remuxing from the ingest cache; and,
+        # when measured, each of 100 channels' share of their ffmpegs, all from the cache.
+        labels = ["transcoded live", "from the cache"]
+        values = [cached["cores_live"], cached["cores_cached"]]
+        per_channel = (many or {}).get("ffmpeg_cores_per_channel")
+        if per_channel is not None:
+            labels.append("from the cache,\n1 of 100 channels")
+            values.append(per_channel)
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        bars = ax.bar(labels, values, color=["tab:orange"] + ["tab:blue"] * (len(values) - 1))
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values])
+        ax.axhline(0.02, color="k", linestyle="--", linewidth=1, label="target from the cache: 0.02")
+        ax.set_ylabel("cores (ffmpeg CPU-s per s)")
+        ax.set_title(f"CPU per live channel: {cached['source']} → {cached['channel_format']}", fontsize=9)
+        ax.legend()
+        ax.grid(True, axis="y", alpha=0.3)
+        fig.suptitle(f"{report['when']} — {report['machine']}", fontsize=8)
+        fig.tight_layout()
+        written.append(_save(fig, stem, "channels"))
+
     samples = _latency_samples(report)
     if samples:
         fig, ax = plt.subplots(figsize=(8, 4.2))

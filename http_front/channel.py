@@ -29,6 +29,12 @@ log = logging.getLogger("http_front")
 # segment on loopback, whose MSS is 65,483 bytes.
 FLUSH_BYTES = 348 * TS_PACKET_SIZE
 READS_PER_WAKEUP = 8
+# After a read that found bytes, the stream is not watched for this long; then it is read
+# again. ffmpeg writes each muxed packet as it comes (about 70 writes a second for 30 fps
+# video and AAC), and each write would wake the front for a select() and a small read.
+# Resting, a live channel wakes the front 8 times a second whatever its bitrate, and no
+# viewer waits longer for it: the front publishes about every flush_interval_ms (200).
+READ_PAUSE = 0.125
 MIN_BUFFER = 4 * 1024 * 1024
 MAX_BUFFER = 512 * 1024 * 1024
 
@@ -69,6 +75,7 @@ class Channel:
         self.next_stream_sock: socket.socket | None = None
         self.start_deadline: float | None = None
         self.flush_deadline: float | None = None
+        self.read_deadline: float | None = None  # the stream rests, unwatched, until then
         self.failure_tail = ""  # the tail of ffmpeg's stderr when the channel last failed
         self.buffer: StreamBuffer | None = None
         self.scanner: TsScanner | None = None  # where in the buffer a late joiner can start
@@ -148,7 +155,9 @@ class Channel:
         if stream is not None and stream != self.stream_id:
             return
         if self.stream_sock is not None:
-            self._selector.unregister(self.stream_sock)
+            if self.read_deadline is None:
+                self._selector.unregister(self.stream_sock)
+            self.read_deadline = None
             self.stream_sock.close()
             self.stream_sock = None
         if self.next_stream_sock is not None:
@@ -167,6 +176,7 @@ class Channel:
         """Read what the stream has, into the ring (without blocking)."""
         buffer = self.buffer
         closes: list[Close] = []
+        got = 0
         for _ in range(READS_PER_WAKEUP):
             space = buffer.writable()
             if buffer.overwritten_by(len(space)) > 0 and self._grow(now, max_lag_seconds):
@@ -184,8 +194,10 @@ class Channel:
             self.scanner.feed(space[:n], buffer.end)
             buffer.wrote(n, now)
             self.stats.bytes_in += n
+            got += n
             if n < len(space):
                 break
+        self._rest_or_watch(got, now)
         if self.awaiting_first_bytes and buffer.published + TS_PACKET_SIZE <= buffer.end:
             # The stream's first packet: its viewers can be admitted (or, for a stream that
             # replaces a dead worker's, the channel is whole again).
@@ -202,6 +214,16 @@ class Channel:
         elif self.flush_deadline is None and buffer.unpublished >= TS_PACKET_SIZE:
             self.flush_deadline = now + flush_interval
         return StreamRead(closes)
+
+    def _rest_or_watch(self, got: int, now: float) -> None:
+        """After bytes, rest the stream for READ_PAUSE; after none, watch it for the next."""
+        if got:
+            if self.read_deadline is None:
+                self._selector.unregister(self.stream_sock)
+            self.read_deadline = now + READ_PAUSE
+        elif self.read_deadline is not None:
+            self._selector.register(self.stream_sock, selectors.EVENT_READ, self)
+            self.read_deadline = None
 
     def _next_stream(self, max_lag_seconds: float) -> bool:
         """At EOF: go on with a restarted ffmpeg's stream if one is queued."""

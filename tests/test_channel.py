@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from http_front.channel import Channel, Close
+from http_front.channel import READ_PAUSE, Channel, Close
 from http_front.channel_lifecycle import Admit, ChannelLifecycle
 from http_front.request_reader import NEED_MORE, READ_CLOSED, Request
 from http_front.viewer import Phase, Sent, Viewer
@@ -143,6 +143,27 @@ def test_the_ring_drops_a_stalled_viewer_as_it_overwrites_its_bytes_and_not_befo
     # Dropped by the read that overwrote its next byte.
     assert stalled.blocked and buffer.end - 100 * len(PACKET) <= buffer.capacity + stalled.cursor < buffer.end
     assert reader.cursor == buffer.published
+
+
+def test_a_live_stream_rests_unwatched_after_bytes_and_is_watched_again_when_it_has_none(rig, selector):
+    """ffmpeg writes each muxed packet; the front reads them READ_PAUSE apart, not 70 times a second."""
+    rig.go_live(now=10.0)
+    channel, feed = rig.channel, rig.feed
+    assert channel.read_deadline == 10.0 + READ_PAUSE
+    assert channel.stream_sock.fileno() not in selector.get_map()  # resting: no wake-up per write
+    for _ in range(5):
+        feed.sendall(PACKET * 3)  # writes that come while it rests wait in the socket
+    read = channel.read(channel.read_deadline, 1.0, 0.2)
+    assert not read.closes and channel.buffer.end == 10 * 188 + 15 * 188  # all of them, in one read
+    assert channel.read_deadline == 10.0 + 2 * READ_PAUSE
+    channel.read(channel.read_deadline, 1.0, 0.2)  # nothing came: watched again
+    assert channel.read_deadline is None and selector.get_key(channel.stream_sock).data is channel
+    feed.sendall(PACKET)
+    channel.read(11.0, 1.0, 0.2)
+    assert channel.read_deadline == 11.0 + READ_PAUSE
+    feed.close()  # EOF while resting: the stream ends cleanly
+    assert channel.read(channel.read_deadline, 1.0, 0.2).ended
+    assert channel.stream_sock is None and channel.read_deadline is None
 
 def test_a_viewer_whose_peer_is_gone_is_returned_as_connection_lost(rig):
     rig.go_live()

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from air_worker.ffmpeg_command import (build_command, concat_list, encoder_command, ffmpeg_binary, ffmpeg_version, font_file,
+from air_worker.ffmpeg_command import (build_command, concat_list, ffmpeg_binary, ffmpeg_version, font_file,
                                        safe_caption)
 from retrovue_air.config import Channel, MediaFiles
 from retrovue_air.config import TestPattern as Pattern
@@ -90,33 +90,6 @@ def test_transcode_off_remuxes_with_copy_and_no_encoder():
     cmd = build_command(channel(source=MediaFiles(("/m/a.ts",)), transcode=False), "ffmpeg")
     assert value_after(cmd, "-c") == "copy" and "libx264" not in cmd and "-vf" not in cmd
     assert value_after(cmd[cmd.index("-c"):], "-f") == "mpegts" and cmd[-1] == "pipe:1"
-
-
-@pytest.mark.parametrize("kbps, blocks", [(50, False), (800, False), (1000, True), (1900, True), (20000, True)])
-def test_ts_outputs_are_written_in_blocks_when_a_block_fills_within_a_quarter_second(kbps, blocks):
-    ch = channel(video_kbps=kbps, audio_kbps=64)
-    assert (ch.bytes_per_second / 4 >= 32768) == blocks
-    outputs = [build_command(ch, "ffmpeg"), encoder_command(ch, "ffmpeg", 3, 4),
-               build_command(channel(video_kbps=kbps, audio_kbps=64, transcode=False,
-                                     source=MediaFiles(("/m/a.ts",))), "ffmpeg")]
-    for cmd in outputs:
-        assert ("-flush_packets" in cmd) == blocks and cmd[-1] == "pipe:1"
-        assert not blocks or value_after(cmd, "-flush_packets") == "0"
-
-
-@pytest.mark.parametrize("binary", ["PATH", "bundled"])
-def test_a_real_ffmpeg_writes_a_few_blocks_a_second_not_one_write_per_packet(binary):
-    """Each write wakes the front; unblocked, ffmpeg writes each muxed packet (~70 a second)."""
-    chosen = ffmpeg_binary() if binary == "PATH" else ffmpeg_binary(cold_burst=True)
-    cmd = build_command(channel(width=320, height=180, fps=30, video_kbps=1900, audio_kbps=128), chosen, font=None)
-    # A pipe, not the worker's socketpair, whose skbs would split each write in two.
-    with subprocess.Popen([*cmd[:-1], "-t", "3", "pipe:1"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
-        reads = []
-        while chunk := os.read(proc.stdout.fileno(), 1 << 20):
-            reads.append(len(chunk))
-        assert proc.wait(timeout=60) == 0
-    assert sum(reads) > 3 * 1900 * 1000 / 8 * 0.5  # the stream is all there (it runs at about its bitrate)
-    assert len(reads) < 3 * 8 + 10  # 32 KiB blocks; without them, more than 250 writes
 
 
 @pytest.mark.parametrize("font", [None, "font"], ids=["plain", "drawtext"])
