@@ -216,8 +216,13 @@ class Channel:
         return StreamRead(closes)
 
     def _rest_or_watch(self, got: int, now: float) -> None:
-        """After bytes, rest the stream for READ_PAUSE; after none, watch it for the next."""
-        if got:
+        """After bytes, rest the stream for READ_PAUSE; after none, watch it for the next.
+
+        Not while ffmpeg bursts a cold start's first join_burst_seconds: then the stream
+        is read as it comes, since its first viewer may be leaving already, and a leave
+        shows only on the next send (Viewer.reset_by_peer)."""
+        live = self.stats.live_since
+        if got and live is not None and now - live > self.config.join_burst_seconds + 1.0:
             if self.read_deadline is None:
                 self._selector.unregister(self.stream_sock)
             self.read_deadline = now + READ_PAUSE

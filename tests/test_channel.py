@@ -146,24 +146,32 @@ def test_the_ring_drops_a_stalled_viewer_as_it_overwrites_its_bytes_and_not_befo
 
 
 def test_a_live_stream_rests_unwatched_after_bytes_and_is_watched_again_when_it_has_none(rig, selector):
-    """ffmpeg writes each muxed packet; the front reads them READ_PAUSE apart, not 70 times a second."""
-    rig.go_live(now=10.0)
+    """ffmpeg writes each muxed packet; past its cold-start burst the front reads them READ_PAUSE
+    apart, not 70 times a second."""
+    rig.go_live(now=0.0)
     channel, feed = rig.channel, rig.feed
-    assert channel.read_deadline == 10.0 + READ_PAUSE
+    past_burst = channel.config.join_burst_seconds + 1.5
+    feed.sendall(PACKET)
+    channel.read(1.0, 1.0, 0.2)
+    assert channel.read_deadline is None  # the burst: read as it comes
+    feed.sendall(PACKET)
+    channel.read(past_burst, 1.0, 0.2)
+    assert channel.read_deadline == past_burst + READ_PAUSE
     assert channel.stream_sock.fileno() not in selector.get_map()  # resting: no wake-up per write
     for _ in range(5):
         feed.sendall(PACKET * 3)  # writes that come while it rests wait in the socket
     read = channel.read(channel.read_deadline, 1.0, 0.2)
-    assert not read.closes and channel.buffer.end == 10 * 188 + 15 * 188  # all of them, in one read
-    assert channel.read_deadline == 10.0 + 2 * READ_PAUSE
+    assert not read.closes and channel.buffer.end == 12 * 188 + 15 * 188  # all of them, in one read
+    assert channel.read_deadline == past_burst + 2 * READ_PAUSE
     channel.read(channel.read_deadline, 1.0, 0.2)  # nothing came: watched again
     assert channel.read_deadline is None and selector.get_key(channel.stream_sock).data is channel
     feed.sendall(PACKET)
-    channel.read(11.0, 1.0, 0.2)
-    assert channel.read_deadline == 11.0 + READ_PAUSE
+    channel.read(past_burst + 1, 1.0, 0.2)
+    assert channel.read_deadline == past_burst + 1 + READ_PAUSE
     feed.close()  # EOF while resting: the stream ends cleanly
     assert channel.read(channel.read_deadline, 1.0, 0.2).ended
     assert channel.stream_sock is None and channel.read_deadline is None
+
 
 def test_a_viewer_whose_peer_is_gone_is_returned_as_connection_lost(rig):
     rig.go_live()
