@@ -220,9 +220,11 @@ class Channel:
 
         Not while ffmpeg bursts a cold start's first join_burst_seconds: then the stream
         is read as it comes, since its first viewer may be leaving already, and a leave
-        shows only on the next send (Viewer.reset_by_peer)."""
+        shows only on the next send (Viewer.reset_by_peer). Nor after a read of a flush's
+        worth or more: a stream that fast gives large reads anyway, and resting it would
+        cap it at what the socket holds (about 200 KB) per READ_PAUSE, some 13 Mbit/s."""
         live = self.stats.live_since
-        if got and live is not None and now - live > self.config.join_burst_seconds + 1.0:
+        if 0 < got < FLUSH_BYTES and live is not None and now - live > self.config.join_burst_seconds + 1.0:
             if self.read_deadline is None:
                 self._selector.unregister(self.stream_sock)
             self.read_deadline = now + READ_PAUSE

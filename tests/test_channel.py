@@ -165,9 +165,12 @@ def test_a_live_stream_rests_unwatched_after_bytes_and_is_watched_again_when_it_
     assert channel.read_deadline == past_burst + 2 * READ_PAUSE
     channel.read(channel.read_deadline, 1.0, 0.2)  # nothing came: watched again
     assert channel.read_deadline is None and selector.get_key(channel.stream_sock).data is channel
-    feed.sendall(PACKET)
+    feed.sendall(PACKET * 400)  # a flush's worth in one read: a fast stream is not held back
     channel.read(past_burst + 1, 1.0, 0.2)
-    assert channel.read_deadline == past_burst + 1 + READ_PAUSE
+    assert channel.read_deadline is None
+    feed.sendall(PACKET)
+    channel.read(past_burst + 2, 1.0, 0.2)
+    assert channel.read_deadline == past_burst + 2 + READ_PAUSE
     feed.close()  # EOF while resting: the stream ends cleanly
     assert channel.read(channel.read_deadline, 1.0, 0.2).ended
     assert channel.stream_sock is None and channel.read_deadline is None

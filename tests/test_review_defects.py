@@ -206,6 +206,22 @@ def test_a_stream_faster_than_its_configured_rate_grows_its_buffer(service_facto
     service.wait_idle()
 
 
+
+def test_a_fast_stream_keeps_its_rate_once_the_front_rests_it_between_reads(service_factory, high_rate_ts):
+    """Past its cold-start burst a stream rests between reads; resting a 28 Mbit/s one would
+    cap it at what its socket holds per rest (about 13 Mbit/s). It must run at its own rate."""
+    rate = high_rate_ts.stat().st_size / 8  # bytes per second: the file is 8 s
+    service = service_factory(extra=files_channel("fast", high_rate_ts, transcode=False))
+    viewer = Reader(service, "fast")
+    viewer.start()
+    # The first 6 s come at once (the cold-start burst); 16 s of stream is 10 s past it.
+    wait_until(lambda: viewer.count > 16 * rate, 40, "the stream past its cold-start burst")
+    start = viewer.count
+    # 8 s of stream in 12 s: at its rate it takes 8; capped, it would take 17.
+    wait_until(lambda: viewer.count > start + 8 * rate, 12, "8 s of the stream within 12 s")
+    viewer.finish()
+    service.wait_idle()
+
 # 4. Stream ids after a front restart; a stuck worker
 
 def test_after_a_front_restart_stream_ids_are_new_and_a_stuck_worker_is_killed(service):
