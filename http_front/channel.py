@@ -32,7 +32,7 @@ READS_PER_WAKEUP = 8
 # After a read that found bytes, the stream is not watched for this long; then it is read
 # again. ffmpeg writes each muxed packet as it comes (about 70 writes a second for 30 fps
 # video and AAC), and each write would wake the front for a select() and a small read.
-# Resting, a live channel wakes the front 8 times a second whatever its bitrate, and no
+# Resting, a live channel of up to 4 Mbit/s wakes the front 8 times a second, and no
 # viewer waits longer for it: the front publishes about every flush_interval_ms (200).
 READ_PAUSE = 0.125
 MIN_BUFFER = 4 * 1024 * 1024
