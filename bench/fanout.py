@@ -31,14 +31,10 @@ join_burst_seconds = {burst}
 RATE = (1900 + 128) * 1000 / 8 * 1.05  # bytes per second, with MPEG-TS framing
 
 
-def cpu(p: psutil.Process) -> float:
+def cpu(p: psutil.Process) -> tuple[float, float]:
+    """CPU seconds so far, and of them the user's (Python's own; the rest is the kernel's, mostly sends)."""
     t = p.cpu_times()
-    return t.user + t.system
-
-
-def user_cpu(p: psutil.Process) -> float:
-    """Python's own share: the rest of cpu() is the kernel's, mostly sends."""
-    return p.cpu_times().user
+    return t.user + t.system, t.user
 
 
 def measure_front(viewers: int, seconds: float, burst: float = 6.0) -> dict:
@@ -56,11 +52,11 @@ def measure_front(viewers: int, seconds: float, burst: float = 6.0) -> dict:
             got_burst = sum(1 for b in readers.snapshot() if b >= 0.9 * burst * RATE)
             readers.run_for(1.0)  # warm up: everyone caught up, ffmpeg at steady state
             front = svc.front
-            b0, c0, u0, per0 = readers.total(), cpu(front), user_cpu(front), readers.snapshot()
+            b0, (c0, u0), per0 = readers.total(), cpu(front), readers.snapshot()
             t0 = time.monotonic()
             readers.run_for(seconds)
             elapsed = time.monotonic() - t0
-            b1, c1, u1, per1 = readers.total(), cpu(front), user_cpu(front), readers.snapshot()
+            b1, (c1, u1), per1 = readers.total(), cpu(front), readers.snapshot()
         finally:
             readers.close()
             keeper.close()
@@ -111,11 +107,11 @@ def measure_bare_loop(viewers: int, seconds: float, rate: float) -> dict:
     readers = Readers("127.0.0.1", port, "/", viewers)
     try:
         readers.run_for(2.0)
-        b0, c0, u0 = readers.total(), cpu(proc), user_cpu(proc)
+        b0, (c0, u0) = readers.total(), cpu(proc)
         t0 = time.monotonic()
         readers.run_for(seconds)
         elapsed = time.monotonic() - t0
-        b1, c1, u1 = readers.total(), cpu(proc), user_cpu(proc)
+        b1, (c1, u1) = readers.total(), cpu(proc)
     finally:
         readers.close()
         os.waitpid(pid, 0)
@@ -128,16 +124,15 @@ def measure_bare_loop(viewers: int, seconds: float, rate: float) -> dict:
 def run(viewers: int = 1000, seconds: float = 15.0, rounds: int = 2) -> dict:
     """The front with the join burst, the bare loop, and the front without the burst,
     interleaved for `rounds` rounds so that the box's drift falls on all three alike."""
-    runs: dict[str, list[dict]] = {"front": [], "bare_python_loop_64k": [], "front_without_burst": []}
+    measures = {"front": lambda: measure_front(viewers, seconds),
+                "bare_python_loop_64k": lambda: measure_bare_loop(viewers, seconds, RATE),
+                "front_without_burst": lambda: measure_front(viewers, seconds, burst=0.0)}
+    runs: dict[str, list[dict]] = {name: [] for name in measures}
     for _ in range(rounds):
-        runs["front"].append(measure_front(viewers, seconds))
-        runs["bare_python_loop_64k"].append(measure_bare_loop(viewers, seconds, RATE))
-        runs["front_without_burst"].append(measure_front(viewers, seconds, burst=0.0))
-    front, bare, no_burst = (sum(r[k] for r in runs[name]) / rounds for name, k in
-                             (("front", "front_s_per_gb"), ("bare_python_loop_64k", "s_per_gb"),
-                              ("front_without_burst", "front_s_per_gb")))
-    return {"front": runs["front"][-1], "front_without_burst": runs["front_without_burst"][-1],
-            "bare_python_loop_64k": runs["bare_python_loop_64k"][-1], "rounds": runs,
-            "mean_s_per_gb": {"front": round(front, 3), "bare": round(bare, 3), "front_without_burst": round(no_burst, 3)},
-            "ratio_front_to_bare": round(front / bare, 2),
-            "ratio_burst_to_no_burst": round(front / no_burst, 2)}
+        for name, measure in measures.items():
+            runs[name].append(measure())
+    mean = {name: sum(r.get("front_s_per_gb", r.get("s_per_gb")) for r in done) / rounds
+            for name, done in runs.items()}
+    return {"rounds": runs, "mean_s_per_gb": {name: round(v, 3) for name, v in mean.items()},
+            "ratio_front_to_bare": round(mean["front"] / mean["bare_python_loop_64k"], 2),
+            "ratio_burst_to_no_burst": round(mean["front"] / mean["front_without_burst"], 2)}

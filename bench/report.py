@@ -52,7 +52,7 @@ def markdown(report: dict) -> str:
                     "not run at larger N.", ""]
     fan = report.get("fanout")
     if fan:
-        rounds = fan.get("rounds") or {"front": [fan["front"]], "bare_python_loop_64k": [fan["bare_python_loop_64k"]]}
+        rounds = fan["rounds"]
         rows = []
         for i, (f, b) in enumerate(zip(rounds["front"], rounds["bare_python_loop_64k"]), 1):
             rows += [[i, "front", f["viewers"], f["front_s_per_gb"], f.get("front_user_s_per_gb", "")],
@@ -117,8 +117,8 @@ def plots(report: dict, stem: Path) -> list[Path]:
             rss.plot(n, [r["rss_mb"] for r in rows], "o-", label=SERVER_NAMES.get(server, server))
         fan = report.get("fanout")
         if fan:
-            b = fan["bare_python_loop_64k"]
-            cost.plot([b["viewers"]], [b["s_per_gb"]], "k^", label="bare Python 64 KiB send loop")
+            cost.plot([fan["rounds"]["bare_python_loop_64k"][0]["viewers"]], [fan["mean_s_per_gb"]["bare_python_loop_64k"]],
+                      "k^", label="bare Python 64 KiB send loop")
         for ax, title, unit in ((cost, "server CPU per GB delivered", "CPU-s/GB"), (rss, "server RSS", "MB")):
             ax.set_xscale("log")
             ax.set_xlabel("viewers")

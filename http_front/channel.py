@@ -25,8 +25,8 @@ from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
 
-# Publish at this much (as well as every flush_interval_ms): whole packets, and one
-# segment on loopback, whose MSS is 65,483 bytes.
+# Publish once this much has gathered at a read (or flush_interval_ms after the first of
+# it): whole packets, about as much as one 64 KiB send.
 FLUSH_BYTES = 348 * TS_PACKET_SIZE
 READS_PER_WAKEUP = 8
 # After a read that found bytes, the stream is not watched for this long; then it is read
