@@ -61,6 +61,18 @@ def cold_burst_seconds(channel: Channel) -> float:
     return channel.join_burst_seconds
 
 
+# An origin's joiner burst starts at a keyframe up to one GOP (keyframe_seconds, at most 2 s)
+# before its join_burst_seconds: that much more may pass at once.
+ORIGIN_GOP_SECONDS = 2.0
+
+
+def relay_ahead_seconds(channel: Channel) -> float:
+    """How far ahead of real time a relay's stream may run: the burst that the origin gives a new
+    viewer (this relay's pull), which is this channel's first viewer's cold start, and a GOP more."""
+    burst = channel.join_burst_seconds if channel.join == "keyframe" else 0.0
+    return burst + ORIGIN_GOP_SECONDS
+
+
 def pacing(channel: Channel, binary: str) -> list[str]:
     """Input options that make an input real time: -re, or real time after a burst (ffmpeg 6.1+)."""
     burst = cold_burst_seconds(channel)
@@ -107,8 +119,10 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
     if isinstance(channel.source, Relay):
         if not channel.source.remux:
-            # Already the TS the front wants: its bytes are passed on (air_worker/http_pull.py).
-            return [sys.executable, "-m", "air_worker.http_pull", channel.source.url]
+            # Already the TS the front wants: its bytes are passed on (air_worker/http_pull.py),
+            # at the stream's own rate.
+            return [sys.executable, "-m", "air_worker.http_pull", "--ahead", f"{relay_ahead_seconds(channel):g}",
+                    channel.source.url]
         return cmd + relay_arguments(channel.source)
     gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"

@@ -7,21 +7,28 @@ muxer start-up cost a cold join through an edge about 1.3 s before its first byt
 tens of milliseconds here (bench/relay.py). Like ffmpeg it is a child the worker restarts
 with backoff on a new socketpair, so the front's handling of a restarted stream applies.
 
+An origin is trusted to send a stream, not to pace it: the bytes go on at the stream's own
+rate, by its PCRs (retrovue_air/mpegts_clock.py), at most --ahead seconds ahead of real time.
+A static .ts file served over HTTP would otherwise fill the front's buffer as fast as the
+network carries it. A stream with no PCR is refused.
+
 Exit status 0 when the origin ends the stream, 1 on any failure; the last line on stderr
 says why, as ffmpeg's does. Reconnecting is the worker's job, not this program's.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import ssl
 import sys
+import time
 from urllib.parse import urljoin, urlsplit
 
 import h11
 
-from http_front.ts_packets import TS_PACKET_SIZE
+from retrovue_air.mpegts_clock import TS_PACKET_SIZE, NoClock, Pacer
 
 # An origin silent this long is gone (a cut cable sends no FIN): exit, and be restarted.
 STALL_SECONDS = 5.0
@@ -124,8 +131,9 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def pull(url: str, out: int) -> int:
+def pull(url: str, out: int, ahead_seconds: float) -> int:
     sock, conn = open_stream(url)
+    pacer = Pacer(ahead_seconds)
     with sock:
         # A stream from elsewhere may begin mid-packet; the front's buffer must not.
         head = b""
@@ -138,23 +146,41 @@ def pull(url: str, out: int) -> int:
             if not isinstance(event, h11.Data):
                 continue
             if aligned:
-                write_all(out, event.data)
+                pass_on(out, event.data, pacer, url)
                 continue
             head += event.data
             start = packet_start(head)
             if start is not None:
                 aligned = True
-                write_all(out, head[start:])
+                pass_on(out, head[start:], pacer, url)
             elif len(head) > 64 * TS_PACKET_SIZE:
                 raise PullError(f"{url}: not an MPEG-TS stream (no sync bytes)")
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m air_worker.http_pull URL", file=sys.stderr)
-        return 2
+def pass_on(out: int, data: bytes, pacer: Pacer, url: str) -> None:
+    """Write data when the stream's clock says it is due (the socket meanwhile fills, and the origin waits)."""
     try:
-        return pull(argv[0], sys.stdout.fileno())
+        wait = pacer.feed(data, time.monotonic())
+    except NoClock as e:
+        raise PullError(f"{url}: {e}; refused (a relay passes a live stream on at its own rate)") from None
+    if wait > 0:
+        time.sleep(wait)
+    write_all(out, data)
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m air_worker.http_pull",
+                                description="Copy an HTTP MPEG-TS stream to stdout at its own rate.")
+    p.add_argument("--ahead", type=float, default=2.0, metavar="SECONDS",
+                   help="how far ahead of real time the stream may run (an origin's joiner burst; default 2)")
+    p.add_argument("url")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = arguments(argv)
+    try:
+        return pull(args.url, sys.stdout.fileno(), args.ahead)
     except PullError as e:
         print(e, file=sys.stderr)
         return 1

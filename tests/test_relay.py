@@ -133,9 +133,13 @@ def test_a_reload_that_would_make_a_relay_loop_is_refused(service_factory, tmp_p
     edge.wait_for_log(r"SIGHUP: configuration refused, keeping the running one: .*:8: url: relay loop", start=mark)
 
 
-def test_a_relay_passes_the_bytes_on_with_http_pull():
+def test_a_relay_passes_the_bytes_on_with_http_pull_at_most_its_joiners_burst_ahead():
     cmd = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts")), "ffmpeg")
-    assert cmd == [sys.executable, "-m", "air_worker.http_pull", "http://origin:8000/channels/1.ts"]
+    # The origin's joiner burst (join_burst_seconds from a keyframe, a GOP of at most 2 s more)
+    # is this channel's cold start: it passes at once, and then the stream goes at its own rate.
+    assert cmd == [sys.executable, "-m", "air_worker.http_pull", "--ahead", "8", "http://origin:8000/channels/1.ts"]
+    live = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts"), join="live"), "ffmpeg")
+    assert live[live.index("--ahead") + 1] == "2"
 
 
 def test_a_remuxed_relay_copies_without_re_encoding_and_without_pacing():
