@@ -115,14 +115,19 @@ def airing_list(airings: list[Airing], start_times: dict[str, float] | None = No
 
 
 def build_command(channel: Channel, binary: str, playlist_path: str | None = None,
-                  font: str | None = None, started_at: float | None = None) -> list[str]:
+                  font: str | None = None, started_at: float | None = None, url_file: str | None = None) -> list[str]:
+    """The command line; for a relay pulled by http_pull, url_file (/dev/fd/N) holds its URL,
+    which then stays off the command line: every local user can read that (ps), and the URL may
+    carry a password or a token."""
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
     if isinstance(channel.source, Relay):
         if not channel.source.remux:
             # Already the TS the front wants: its bytes are passed on (air_worker/http_pull.py),
             # at the stream's own rate.
-            return [sys.executable, "-m", "air_worker.http_pull", "--ahead", f"{relay_ahead_seconds(channel):g}",
-                    channel.source.url]
+            pull = [sys.executable, "-m", "air_worker.http_pull", "--ahead", f"{relay_ahead_seconds(channel):g}"]
+            if channel.source.follow_redirects:
+                pull.append("--follow-redirects")
+            return pull + (["--url-from", url_file] if url_file else [channel.source.url])
         return cmd + relay_arguments(channel.source)
     gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"
@@ -189,6 +194,7 @@ RELAY_STALL_SECONDS = 5
 # ffmpeg's own reconnects after an origin went away: after 0, 1 and 2 s; then it exits
 # and the worker restarts it with its backoff (see AirWorker.relay_gives_up).
 RELAY_RECONNECT_DELAY_MAX = 2
+MAX_REDIRECTS = 5  # as http_pull's
 
 
 def relay_arguments(source: Relay) -> list[str]:
@@ -205,6 +211,8 @@ def relay_arguments(source: Relay) -> list[str]:
         "-reconnect_on_network_error", "1", "-reconnect_delay_max", str(RELAY_RECONNECT_DELAY_MAX),
         "-rw_timeout", str(RELAY_STALL_SECONDS * 1_000_000),
         "-user_agent", "retrovue-air relay",
+        # A redirect may point inside our own network: followed only when the channel says so.
+        "-max_redirects", str(MAX_REDIRECTS if source.follow_redirects else 0),
         # ffmpeg's default probing reads 5 s of a live stream before its first output
         # byte; -c copy needs only the codecs, which the origin's PMT and first GOP give.
         "-probesize", "65536", "-analyzeduration", "500000", "-fflags", "nobuffer",

@@ -94,7 +94,7 @@ class Pacer:
             lead += step
             self._last_pcr, self._since_pcr = pcr, 0
         if self._since_pcr > self.no_clock_bytes:
-            raise NoClock(f"no PCR in {self._since_pcr // 1024} KiB of stream: nothing says how fast it plays")
+            raise NoClock(f"no PCR in {self.no_clock_bytes // 1024} KiB of stream: nothing says how fast it plays")
         if not self._timed_seconds and self._seen > self.no_clock_bytes:
             raise NoClock(f"no two PCRs a sane step apart in {self.no_clock_bytes // 1024} KiB of stream")
         wait = max(0.0, lead - self.ahead_seconds)

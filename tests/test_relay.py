@@ -46,11 +46,14 @@ def relay_channel(channel_id: str, url: str) -> str:
     return f'\n[[channel]]\nid = "{channel_id}"\nname = "R"\nsource = "relay"\nurl = "{url}"\n'
 
 
-def test_a_relay_channel_is_its_url():
+def test_a_relay_channel_is_its_url_and_follows_no_redirect_unless_told():
     c = config.parse('[[channel]]\nid = "1"\nname = "R"\nsource = "relay"\nurl = "http://origin:8000/channels/1.ts"\n',
                      "edge.toml")
     assert c.channels[0].source == Relay("http://origin:8000/channels/1.ts")
-    assert c.channels[0].source.line == 5
+    assert c.channels[0].source.line == 5 and not c.channels[0].source.follow_redirects
+    told = config.parse('[[channel]]\nid = "1"\nname = "R"\nsource = "relay"\nurl = "http://o/1.ts"\n'
+                        'follow_redirects = true\n', "edge.toml")
+    assert told.channels[0].source.follow_redirects
 
 
 @pytest.mark.parametrize("body, key, words", [
@@ -63,6 +66,8 @@ def test_a_relay_channel_is_its_url():
     ('source = "test-pattern"\nurl = "http://o/1.ts"', "url", "only for source = \"relay\""),
     ('source = "test-pattern"\nremux = true', "remux", "only for source = \"relay\""),
     ('source = "relay"\nurl = "http://o/1.ts"\nremux = "yes"', "remux", "must be bool"),
+    ('source = "relay"\nurl = "http://o/1.ts"\nfollow_redirects = 1', "follow_redirects", "must be bool"),
+    ('source = "files"\nfile = "/x.ts"\nfollow_redirects = true', "follow_redirects", "only for source = \"relay\""),
 ])
 def test_a_bad_relay_names_file_line_and_key(tmp_path, body, key, words):
     e = load_error(tmp_path, f'[[channel]]\nid = "1"\nname = "R"\n{body}\n')
@@ -149,6 +154,16 @@ def test_a_remuxed_relay_copies_without_re_encoding_and_without_pacing():
     assert "-re" not in cmd  # the origin paces
     assert cmd[cmd.index("-reconnect") + 1] == "1" and "-rw_timeout" in cmd
     assert cmd[cmd.index("-muxpreload") + 1] == "0" and cmd[-1] == "pipe:1"
+    assert cmd[cmd.index("-max_redirects") + 1] == "0"  # ffmpeg follows 8 by default
+    told = build_command(Channel("1", "R", Relay("http://o/1.ts", remux=True, follow_redirects=True)), "ffmpeg")
+    assert told[told.index("-max_redirects") + 1] == "5"
+
+
+def test_a_pulled_relay_keeps_its_url_off_the_command_line_when_given_a_file_for_it():
+    relay = Channel("1", "R", Relay("http://u:pw@o/1.ts?token=t", follow_redirects=True))
+    cmd = build_command(relay, "ffmpeg", url_file="/dev/fd/7")
+    assert cmd[-4:] == ["8", "--follow-redirects", "--url-from", "/dev/fd/7"]
+    assert not [arg for arg in cmd if "pw" in arg or "token" in arg]
 
 
 def test_a_relay_keeps_retrying_through_an_outage_up_to_the_restart_window():
