@@ -53,10 +53,24 @@ def ffmpeg_version(binary: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
+@functools.lru_cache(maxsize=None)
+def ffmpeg_options(binary: str) -> frozenset[str]:
+    """The options `ffmpeg -h long` lists ("-re", "-readrate", ...); empty if it cannot say."""
+    try:
+        text = subprocess.run([binary, "-hide_banner", "-h", "long"], capture_output=True, text=True,
+                              timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(re.findall(r"^(-\w+)", text, re.M))
+
+
 def cold_burst_seconds(channel: Channel) -> float:
     """How much stream a new ffmpeg makes at once before it settles to real time: the join burst,
-    so that the first viewer of an idle channel gets what a late joiner gets (keyframe joins only)."""
-    if isinstance(channel.source, Relay) or channel.join != "keyframe":
+    so that the first viewer of an idle channel gets what a late joiner gets (keyframe joins only).
+    A remuxing relay passes on the origin's burst to it (relay_ahead_seconds); http_pull runs no ffmpeg."""
+    if isinstance(channel.source, Relay):
+        return relay_ahead_seconds(channel) if channel.source.remux else 0.0
+    if channel.join != "keyframe":
         return 0.0
     return channel.join_burst_seconds
 
@@ -128,7 +142,14 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
             if channel.source.follow_redirects:
                 pull.append("--follow-redirects")
             return pull + (["--url-from", url_file] if url_file else [channel.source.url])
-        return cmd + relay_arguments(channel.source)
+        pace = pacing(channel, binary)
+        if pace[0] == "-readrate" and "-readrate_catchup" in ffmpeg_options(binary):
+            # Where ffmpeg has this option, an input that fell behind its rate (a network stall)
+            # catches up at only 1.05 times it by default: the origin would drop us as a slow
+            # viewer long before. Never past the burst's allowance, however fast. (Older ones
+            # catch up at once.)
+            pace += ["-readrate_catchup", "10"]
+        return cmd + pace + relay_arguments(channel.source)
     gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"
     source = channel.source
@@ -203,8 +224,8 @@ def relay_arguments(source: Relay) -> list[str]:
     For a source that is not clean MPEG-TS over HTTP (HLS, broken timestamps); it costs
     a cold join about 1.3 s of probing and muxer start-up that http_pull does not.
 
-    No -re: the origin paces the stream, and reading it as it comes is real time; -re
-    would make the edge fall behind by whatever burst the origin sends a joiner.
+    Paced as http_pull paces (build_command puts -readrate first): an origin that does not
+    pace its stream is read in real time, after the burst that the origin sends a joiner.
     """
     return [
         "-reconnect", "1", "-reconnect_streamed", "1", "-reconnect_at_eof", "1",

@@ -20,7 +20,7 @@ from harness import (ROOT, HAProxy, RawViewer, Reader, cluster_demo_module, free
                      require_tool, wait_until)
 from test_late_join import JOIN_BYTES, assert_clean_join
 
-from air_worker.ffmpeg_command import build_command
+from air_worker.ffmpeg_command import build_command, cold_burst_seconds, ffmpeg_binary, ffmpeg_options
 from air_worker.worker import RELAY_UP_SECONDS, AirWorker
 from retrovue_air import config
 from retrovue_air.config import Channel, Config, ConfigError, Relay
@@ -147,11 +147,16 @@ def test_a_relay_passes_the_bytes_on_with_http_pull_at_most_its_joiners_burst_ah
     assert live[live.index("--ahead") + 1] == "2"
 
 
-def test_a_remuxed_relay_copies_without_re_encoding_and_without_pacing():
-    cmd = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts", remux=True)), "ffmpeg")
+def test_a_remuxed_relay_copies_without_re_encoding_at_the_streams_rate_after_the_joiners_burst():
+    relay = Channel("1", "R", Relay("http://origin:8000/channels/1.ts", remux=True))
+    binary = ffmpeg_binary(cold_burst=cold_burst_seconds(relay) > 0)
+    cmd = build_command(relay, binary)
     assert cmd[cmd.index("-i") + 1] == "http://origin:8000/channels/1.ts"
     assert cmd[cmd.index("-c") + 1] == "copy" and "libx264" not in cmd
-    assert "-re" not in cmd  # the origin paces
+    assert cmd[cmd.index("-readrate") + 1] == "1" and cmd[cmd.index("-readrate_initial_burst") + 1] == "8"
+    if "-readrate_catchup" in ffmpeg_options(binary):
+        assert cmd[cmd.index("-readrate_catchup") + 1] == "10"  # a stalled pull catches up at once
+    assert cmd.index("-readrate") < cmd.index("-i")
     assert cmd[cmd.index("-reconnect") + 1] == "1" and "-rw_timeout" in cmd
     assert cmd[cmd.index("-muxpreload") + 1] == "0" and cmd[-1] == "pipe:1"
     assert cmd[cmd.index("-max_redirects") + 1] == "0"  # ffmpeg follows 8 by default

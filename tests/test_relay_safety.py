@@ -43,10 +43,11 @@ def assert_same_front_and_no_leak(edge, front_pid: int, fds: tuple[int, int]) ->
     wait_until(lambda: edge.fd_counts() == fds, 5, f"fds back to {fds}")
 
 
+@pytest.mark.parametrize("remux", [False, True], ids=["http_pull", "remux"])
 def test_a_relay_of_an_origin_faster_than_real_time_gets_the_streams_own_rate_in_bounded_memory(
-        service_factory, looped_ts):
+        service_factory, looped_ts, remux):
     with FastOrigin(looped_ts) as origin:
-        edge = service_factory(config_text=edge_config(origin.url()))
+        edge = service_factory(config_text=edge_config(origin.url(), extra="remux = true" if remux else ""))
         front_pid, fds = edge.front.pid, edge.fd_counts()
         rss_before = edge.front.memory_info().rss
         viewer = Reader(edge, "r")
