@@ -128,8 +128,8 @@ def airing_list(airings: list[Airing], start_times: dict[str, float] | None = No
     return "".join(out)
 
 
-def build_command(channel: Channel, binary: str, playlist_path: str | None = None,
-                  font: str | None = None, started_at: float | None = None, url_file: str | None = None) -> list[str]:
+def build_command(channel: Channel, binary: str, playlist_path: str | None = None, font: str | None = None,
+                  started_at: float | None = None, url_file: str | None = None) -> list[str]:
     """The command line; for a relay pulled by http_pull, url_file (/dev/fd/N) holds its URL,
     which then stays off the command line: every local user can read that (ps), and the URL may
     carry a password or a token."""

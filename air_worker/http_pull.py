@@ -206,8 +206,11 @@ def main(argv: list[str]) -> int:
     args = arguments(argv)
     try:
         if args.url_from:
-            with open(args.url_from) as f:
-                args.url = f.read().strip()
+            try:
+                with open(args.url_from) as f:
+                    args.url = f.read().strip()
+            except OSError as e:
+                raise PullError(f"{args.url_from}: {e.strerror or e}") from None
         return pull(args.url, sys.stdout.fileno(), args.ahead, args.follow_redirects)
     except PullError as e:
         print(e, file=sys.stderr)

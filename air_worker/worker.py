@@ -130,14 +130,14 @@ class AirWorker:
             os.write(memfd, source.url.encode())
         try:
             binary = ffmpeg_binary(cold_burst=cold_burst_seconds(self.channel) > 0)
-            path = memfd and f"/dev/fd/{memfd}"
+            path = None if memfd is None else f"/dev/fd/{memfd}"
             if isinstance(source, Relay):
                 cmd = build_command(self.channel, binary, url_file=path)
             else:
                 cmd = build_command(self.channel, binary, path, font_file())
-            self.popen_ffmpeg(cmd, stdout, (memfd,) if memfd else ())
+            self.popen_ffmpeg(cmd, stdout, () if memfd is None else (memfd,))
         finally:
-            if memfd:
+            if memfd is not None:
                 os.close(memfd)
 
     def start_scheduled_ffmpeg(self, stdout: socket.socket, source: MediaFiles) -> None:
