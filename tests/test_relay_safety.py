@@ -36,6 +36,10 @@ def edge_config(url: str, extra: str = "") -> str:
     return "failed_retry_seconds = 1\n" + relay_channel(url, extra=extra)
 
 
+OTHER_CHANNEL = ('\n[[channel]]\nid = "other"\nname = "Other"\nsource = "test-pattern"\n'
+                 "video_kbps = 300\naudio_kbps = 64\nwidth = 320\nheight = 180\n")
+
+
 def assert_same_front_and_no_leak(edge, front_pid: int, fds: tuple[int, int]) -> None:
     edge.wait_idle(timeout=10)
     assert edge.front.pid == front_pid and edge.front.is_running(), "the front was replaced"
@@ -47,8 +51,12 @@ def assert_same_front_and_no_leak(edge, front_pid: int, fds: tuple[int, int]) ->
 def test_a_relay_of_an_origin_faster_than_real_time_gets_the_streams_own_rate_in_bounded_memory(
         service_factory, looped_ts, remux):
     with FastOrigin(looped_ts) as origin:
-        edge = service_factory(config_text=edge_config(origin.url(), extra="remux = true" if remux else ""))
+        edge = service_factory(config_text=edge_config(origin.url(), extra="remux = true" if remux else "")
+                               + OTHER_CHANNEL)
         front_pid, fds = edge.front.pid, edge.fd_counts()
+        other = Reader(edge, "other")  # a viewer of another channel, who must not notice
+        other.start()
+        wait_until(lambda: other.count > 32 * 1024, 15, "the other channel streaming")
         rss_before = edge.front.memory_info().rss
         viewer = Reader(edge, "r")
         viewer.start()
@@ -60,7 +68,9 @@ def test_a_relay_of_an_origin_faster_than_real_time_gets_the_streams_own_rate_in
             samples.append((time.monotonic(), viewer.count))
             time.sleep(0.1)
         viewer.finish()
+        other.finish()
     assert viewer.count > 0
+    assert other.longest_gap < 0.5, f"the other channel's viewer waited {other.longest_gap:.2f} s"
     assert peak - rss_before < 32 * MIB, f"the front grew by {(peak - rss_before) / MIB:.0f} MiB"
     # The stream's own rate: the file's bytes over its length. The first viewer of an idle relay
     # gets the origin's join burst at once (a few seconds), then the stream as it plays.
