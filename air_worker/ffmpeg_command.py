@@ -53,12 +53,38 @@ def ffmpeg_version(binary: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
+@functools.lru_cache(maxsize=None)
+def ffmpeg_options(binary: str) -> frozenset[str]:
+    """The options `ffmpeg -h long` lists ("-re", "-readrate", ...); empty if it cannot say."""
+    try:
+        text = subprocess.run([binary, "-hide_banner", "-h", "long"], capture_output=True, text=True,
+                              timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(re.findall(r"^(-\w+)", text, re.M))
+
+
 def cold_burst_seconds(channel: Channel) -> float:
     """How much stream a new ffmpeg makes at once before it settles to real time: the join burst,
-    so that the first viewer of an idle channel gets what a late joiner gets (keyframe joins only)."""
-    if isinstance(channel.source, Relay) or channel.join != "keyframe":
+    so that the first viewer of an idle channel gets what a late joiner gets (keyframe joins only).
+    A remuxing relay passes on the origin's burst to it (relay_ahead_seconds); http_pull runs no ffmpeg."""
+    if isinstance(channel.source, Relay):
+        return relay_ahead_seconds(channel) if channel.source.remux else 0.0
+    if channel.join != "keyframe":
         return 0.0
     return channel.join_burst_seconds
+
+
+# An origin's joiner burst starts at a keyframe up to one GOP (keyframe_seconds, at most 2 s)
+# before its join_burst_seconds: that much more may pass at once.
+ORIGIN_GOP_SECONDS = 2.0
+
+
+def relay_ahead_seconds(channel: Channel) -> float:
+    """How far ahead of real time a relay's stream may run: the burst that the origin gives a new
+    viewer (this relay's pull), which is this channel's first viewer's cold start, and a GOP more."""
+    burst = channel.join_burst_seconds if channel.join == "keyframe" else 0.0
+    return burst + ORIGIN_GOP_SECONDS
 
 
 def pacing(channel: Channel, binary: str) -> list[str]:
@@ -102,14 +128,28 @@ def airing_list(airings: list[Airing], start_times: dict[str, float] | None = No
     return "".join(out)
 
 
-def build_command(channel: Channel, binary: str, playlist_path: str | None = None,
-                  font: str | None = None, started_at: float | None = None) -> list[str]:
+def build_command(channel: Channel, binary: str, playlist_path: str | None = None, font: str | None = None,
+                  started_at: float | None = None, url_file: str | None = None) -> list[str]:
+    """The command line; for a relay pulled by http_pull, url_file (/dev/fd/N) holds its URL,
+    which then stays off the command line: every local user can read that (ps), and the URL may
+    carry a password or a token."""
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
     if isinstance(channel.source, Relay):
         if not channel.source.remux:
-            # Already the TS the front wants: its bytes are passed on (air_worker/http_pull.py).
-            return [sys.executable, "-m", "air_worker.http_pull", channel.source.url]
-        return cmd + relay_arguments(channel.source)
+            # Already the TS the front wants: its bytes are passed on (air_worker/http_pull.py),
+            # at the stream's own rate.
+            pull = [sys.executable, "-m", "air_worker.http_pull", "--ahead", f"{relay_ahead_seconds(channel):g}"]
+            if channel.source.follow_redirects:
+                pull.append("--follow-redirects")
+            return pull + (["--url-from", url_file] if url_file else [channel.source.url])
+        pace = pacing(channel, binary)
+        if pace[0] == "-readrate" and "-readrate_catchup" in ffmpeg_options(binary):
+            # Where ffmpeg has this option, an input that fell behind its rate (a network stall)
+            # catches up at only 1.05 times it by default: the origin would drop us as a slow
+            # viewer long before. Never past the burst's allowance, however fast. (Older ones
+            # catch up at once.)
+            pace += ["-readrate_catchup", "10"]
+        return cmd + pace + relay_arguments(channel.source)
     gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"
     source = channel.source
@@ -175,6 +215,7 @@ RELAY_STALL_SECONDS = 5
 # ffmpeg's own reconnects after an origin went away: after 0, 1 and 2 s; then it exits
 # and the worker restarts it with its backoff (see AirWorker.relay_gives_up).
 RELAY_RECONNECT_DELAY_MAX = 2
+MAX_REDIRECTS = 5  # as http_pull's
 
 
 def relay_arguments(source: Relay) -> list[str]:
@@ -183,14 +224,16 @@ def relay_arguments(source: Relay) -> list[str]:
     For a source that is not clean MPEG-TS over HTTP (HLS, broken timestamps); it costs
     a cold join about 1.3 s of probing and muxer start-up that http_pull does not.
 
-    No -re: the origin paces the stream, and reading it as it comes is real time; -re
-    would make the edge fall behind by whatever burst the origin sends a joiner.
+    Paced as http_pull paces (build_command puts -readrate first): an origin that does not
+    pace its stream is read in real time, after the burst that the origin sends a joiner.
     """
     return [
         "-reconnect", "1", "-reconnect_streamed", "1", "-reconnect_at_eof", "1",
         "-reconnect_on_network_error", "1", "-reconnect_delay_max", str(RELAY_RECONNECT_DELAY_MAX),
         "-rw_timeout", str(RELAY_STALL_SECONDS * 1_000_000),
         "-user_agent", "retrovue-air relay",
+        # A redirect may point inside our own network: followed only when the channel says so.
+        "-max_redirects", str(MAX_REDIRECTS if source.follow_redirects else 0),
         # ffmpeg's default probing reads 5 s of a live stream before its first output
         # byte; -c copy needs only the codecs, which the origin's PMT and first GOP give.
         "-probesize", "65536", "-analyzeduration", "500000", "-fflags", "nobuffer",

@@ -23,6 +23,7 @@ from retrovue_air import child_process, wire
 from retrovue_air.media_info import keyframe_at_or_before
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
 from retrovue_air.house_format import house_format
+from retrovue_air.url_secrets import redact_urls, redacted
 
 from .cached_playout import cached_airing_list, cached_window, from_now
 from .ffmpeg_command import (airing_list, build_command, cold_burst_seconds, concat_list, encoder_command,
@@ -118,18 +119,26 @@ class AirWorker:
         source = self.channel.source
         if isinstance(source, MediaFiles) and source.schedule is not None:
             return self.start_scheduled_ffmpeg(stdout, source)
-        playlist = None
+        # What the command reads from a file, in memory, not a temp file: a killed worker leaves
+        # nothing on disk. A playlist; or a relay's URL, kept off the command line.
+        memfd = None
         if isinstance(source, MediaFiles) and len(source.paths) > 1:
-            # In memory, not a temp file: a killed worker leaves nothing on disk.
-            playlist = os.memfd_create("playlist.ffconcat", 0)
-            os.write(playlist, concat_list(source.paths).encode())
+            memfd = os.memfd_create("playlist.ffconcat", 0)
+            os.write(memfd, concat_list(source.paths).encode())
+        elif isinstance(source, Relay) and not source.remux:
+            memfd = os.memfd_create("relay-url", 0)
+            os.write(memfd, source.url.encode())
         try:
             binary = ffmpeg_binary(cold_burst=cold_burst_seconds(self.channel) > 0)
-            cmd = build_command(self.channel, binary, playlist and f"/dev/fd/{playlist}", font_file())
-            self.popen_ffmpeg(cmd, stdout, (playlist,) if playlist else ())
+            path = None if memfd is None else f"/dev/fd/{memfd}"
+            if isinstance(source, Relay):
+                cmd = build_command(self.channel, binary, url_file=path)
+            else:
+                cmd = build_command(self.channel, binary, path, font_file())
+            self.popen_ffmpeg(cmd, stdout, () if memfd is None else (memfd,))
         finally:
-            if playlist:
-                os.close(playlist)
+            if memfd is not None:
+                os.close(memfd)
 
     def start_scheduled_ffmpeg(self, stdout: socket.socket, source: MediaFiles) -> None:
         """What the schedule puts on air now: decoders into raw pipes and one encoder, or a remux."""
@@ -196,7 +205,7 @@ class AirWorker:
         os.set_blocking(self.ffmpeg.stderr.fileno(), False)
         self.sel.register(self.ffmpeg.stderr, selectors.EVENT_READ, "stderr")
         log.info("channel %s: stream %d started ffmpeg pid %d: %s",
-                 self.channel.id, self.stream, self.ffmpeg.pid, " ".join(cmd))
+                 self.channel.id, self.stream, self.ffmpeg.pid, redact_urls(" ".join(cmd)))
 
     def serve(self, wake: socket.socket) -> int:
         self.sel.register(wake, selectors.EVENT_READ, "signal")
@@ -297,7 +306,7 @@ class AirWorker:
             delay = min(MAX_BACKOFF_SECONDS, self.config.restart_backoff_seconds * 2 ** self.outage_retries)
             log.warning("channel %s: %s; reconnecting to %s in %.1f s (its origin away for %.0f s, "
                         "giving up after %g s); its last words:\n  %s", self.channel.id, reason,
-                        self.channel.source.url, delay, now - self.outage_since,
+                        redacted(self.channel.source.url), delay, now - self.outage_since,
                         self.config.restart_window_seconds, "\n  ".join(self.stderr_tail) or "(nothing)")
             self.outage_retries += 1
             self.restart_at = now + delay
@@ -339,13 +348,14 @@ class AirWorker:
             return False
         if not data:
             if self._stderr_partial:
-                self.stderr_tail.append(self._stderr_partial.decode(errors="replace"))
+                self.stderr_tail.append(redact_urls(self._stderr_partial.decode(errors="replace")))
                 self._stderr_partial = b""
             return False
         *lines, self._stderr_partial = (self._stderr_partial + data).split(b"\n")
         for line in lines:
             if line.strip():
-                self.stderr_tail.append(line.decode(errors="replace").rstrip())
+                # The tail goes to our log, /channels and 503s: ffmpeg quotes its input URL.
+                self.stderr_tail.append(redact_urls(line.decode(errors="replace").rstrip()))
         return True
 
     def stop_ffmpeg(self) -> None:

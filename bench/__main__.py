@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .readers import raise_fd_limit
 
-PARTS = ("fanout", "join", "icecast", "churn", "relay", "storm", "cached", "many")
+PARTS = ("fanout", "join", "icecast", "churn", "relay", "relay_rss", "storm", "cached", "many")
 FULL = {"viewers": [100, 1000, 5000, 10000], "seconds": 30.0, "churn_cycles": 5000}
 
 
@@ -132,6 +132,10 @@ def run_parts(args: argparse.Namespace, report: dict) -> None:
         from . import relay
         report["relay"] = relay.run(min(max(args.viewers), 400), min(args.seconds, 10.0))
         show("relay", report["relay"])
+    if "relay_rss" in args.only:
+        from . import relay_rss
+        report["relay_rss"] = relay_rss.run(args.seconds)
+        show("relays of an origin faster than real time", report["relay_rss"])
 
 
 def write(report: dict, out: Path, date: str) -> None:

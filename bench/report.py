@@ -96,6 +96,15 @@ def markdown(report: dict) -> str:
                 "", f"Front's own teardown histogram (STOP sent → worker exit): "
                     f"{churn['teardown_front_histogram']['n']} samples, mean "
                     f"{churn['teardown_front_histogram']['mean_ms']} ms. Stuck cycles: {churn['stuck']}.", ""]
+    fast = report.get("relay_rss")
+    if fast and "error" not in fast:
+        out += [f"## {fast['channels']} relays of an origin faster than real time ({fast['origin']}), "
+                f"one viewer each, {fast['seconds']:g} s", "",
+                table(["front RSS idle MB", "peak MB", "end MB", "each viewer: s of stream", "real time after 3 s",
+                       "dropped"],
+                      [[fast["front_rss_idle_mb"], fast["front_rss_peak_mb"], fast["front_rss_end_mb"],
+                        " / ".join(map(str, fast["viewer_stream_seconds"])),
+                        " / ".join(map(str, fast["viewer_real_time_after_3s"])), fast["viewers_dropped"]]]), ""]
     return "\n".join(out)
 
 

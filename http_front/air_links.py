@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from retrovue_air import wire
 from retrovue_air.config import Config
+from retrovue_air.url_secrets import redact_urls
 
 from .channel import Channel
 from .channel_lifecycle import Action
@@ -171,9 +172,12 @@ class AirLinks:
                         channel.stream_ready(sock, stream, max_lag_seconds)
                     yield channel, actions
                 elif isinstance(message, wire.StreamFailed) and message.stream == stream:
-                    log.error("channel %s: stream %d failed: %s", channel.id, stream, message.reason)
-                    channel.failure_tail = message.stderr_tail
-                    yield channel, channel.lifecycle.stream_failed(stream, message.reason)
+                    # Shown to anyone (/channels, the status page, 503s): no URL's password or token,
+                    # whatever a worker's ffmpeg printed.
+                    reason = redact_urls(message.reason)
+                    log.error("channel %s: stream %d failed: %s", channel.id, stream, reason)
+                    channel.failure_tail = redact_urls(message.stderr_tail)
+                    yield channel, channel.lifecycle.stream_failed(stream, reason)
                 elif isinstance(message, wire.ProtocolError):
                     log.warning("channel %s: bad message from the worker of stream %d: %s",
                                 channel.id, stream, message)

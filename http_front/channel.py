@@ -36,7 +36,11 @@ READS_PER_WAKEUP = 8
 # viewer waits longer for it: the front publishes about every flush_interval_ms (200).
 READ_PAUSE = 0.125
 MIN_BUFFER = 4 * 1024 * 1024
-MAX_BUFFER = 512 * 1024 * 1024
+# The ring grows to keep held_seconds() of a stream that outruns its configured rate (a relay's
+# origin, a remuxed file, a busy scene), but only up to this many times that rate. A source far
+# faster than it says (a static file served to a relay) then costs a bounded ring, not the
+# machine's memory: its oldest bytes go, and the viewers still on them are dropped as too slow.
+RATE_HEADROOM = 4
 
 # An absolute path as ffmpeg and our own messages print it: up to a space, quote or colon.
 _PATH = re.compile(r"(?<![\w.])/[^\s'\":]*/([^\s'\":/]+)")
@@ -83,6 +87,7 @@ class Channel:
         # below it needs no look at the viewers, and a read is O(1) however many watch.
         self._cursors_from = 0
         self.said_no_keyframe = False
+        self.said_ring_full = False
         self.stats = ChannelStats()
         self.start_requested_at: float | None = None
 
@@ -132,14 +137,22 @@ class Channel:
         """What the ring must hold: a joiner's burst, then room for it to fall max_lag_seconds behind."""
         return 2 * max_lag_seconds + (self.config.join_burst_seconds if self.config.join == "keyframe" else 0)
 
+    def ring_seconds(self, max_lag_seconds: float) -> float:
+        """What the ring is sized for: held_seconds() and, on top, a new stream's first
+        join_burst_seconds, which come at once (its cold-start burst): without room for them the
+        ring would look outrun by its own burst and grow."""
+        return self.held_seconds(max_lag_seconds) + (self.config.join_burst_seconds
+                                                     if self.config.join == "keyframe" else 0)
+
+    def ring_limit(self, max_lag_seconds: float) -> int:
+        """The most the ring may grow to: ring_seconds() at RATE_HEADROOM times the configured rate."""
+        return max(MIN_BUFFER, int(RATE_HEADROOM * self.ring_seconds(max_lag_seconds) * self.config.bytes_per_second))
+
     def _attach(self, sock: socket.socket, stream: int, max_lag_seconds: float) -> None:
         self.stream_sock, self.stream_id = sock, stream
         if self.buffer is None:
-            # A new stream's first join_burst_seconds come at once (its cold-start burst): room
-            # for them too, or the ring would look outrun by its own burst and grow.
-            burst = self.config.join_burst_seconds if self.config.join == "keyframe" else 0
-            seconds = self.held_seconds(max_lag_seconds) + burst
             # The configured bitrate is a target, not a bound (MPEG-TS framing, a busy scene): half again.
+            seconds = self.ring_seconds(max_lag_seconds)
             capacity = max(MIN_BUFFER, int(1.5 * seconds * self.config.bytes_per_second))
             self.buffer = StreamBuffer(capacity)
             self._cursors_from = 0
@@ -250,15 +263,23 @@ class Channel:
 
         The first size comes from the configured bitrate; a passthrough source, or a
         reload that raised max_lag_seconds, can outrun it, and viewers would be dropped
-        by the ring's wrap rather than by their real lag."""
+        by the ring's wrap rather than by their real lag. Never past ring_limit(), which the
+        log says once: a stream that fast is not what the configuration says it is."""
         buffer = self.buffer
         arrived = buffer.arrival_time(buffer.oldest)
         held = now - arrived if arrived is not None else 0.0
         wanted = self.held_seconds(max_lag_seconds)
-        if held >= wanted or buffer.capacity >= MAX_BUFFER:
+        limit = self.ring_limit(max_lag_seconds)
+        if held >= wanted or buffer.capacity >= limit:
+            if held < wanted and not self.said_ring_full:
+                self.said_ring_full = True
+                log.warning("channel %s: the stream runs faster than %d times its configured %d kbit/s: its "
+                            "buffer stays at %d MiB and viewers further behind are dropped (is video_kbps right?)",
+                            self.id, RATE_HEADROOM, self.config.video_kbps + self.config.audio_kbps,
+                            buffer.capacity // (1024 * 1024))
             return False
         rate = buffer.capacity / max(held, 0.05)
-        capacity = min(MAX_BUFFER, max(2 * buffer.capacity, int(rate * wanted * 1.25)))
+        capacity = min(limit, max(2 * buffer.capacity, int(rate * wanted * 1.25)))
         self.buffer = buffer.grown(capacity)
         log.warning("channel %s: the stream runs at %.1f MB/s: buffer grown to %d MiB", self.id,
                     rate / 1e6, capacity // (1024 * 1024))

@@ -11,7 +11,8 @@ import html
 import os
 import time
 
-from retrovue_air.config import MediaFiles, TestPattern
+from retrovue_air.config import MediaFiles, Relay, TestPattern
+from retrovue_air.url_secrets import host_of
 
 REFRESH_SECONDS = 5
 MIN_RATE_SECONDS = 3.0  # a rate over less stream than this says more about buffering than bitrate
@@ -114,7 +115,9 @@ def on_now(config) -> str:
     if isinstance(source, MediaFiles):
         names = [os.path.basename(p) for p in source.paths]
         return " \u2192 ".join(names) + (" (looped)" if names else "")
-    return str(source)
+    if isinstance(source, Relay):
+        return f"Relay of {host_of(source.url)}"  # its URL may hold a password or a token
+    return type(source).__name__
 
 
 def _live_seconds(channel, now: float) -> float | None:

@@ -59,6 +59,8 @@ class Relay:
     """Another instance's channel (or any HTTP MPEG-TS stream), passed on without re-encoding."""
     url: str
     remux: bool = False  # through ffmpeg -c copy (HLS, broken timestamps) instead of passing bytes on
+    # An origin's redirect may point anywhere, an address inside our network too: followed only if asked.
+    follow_redirects: bool = False
     line: int | None = field(default=None, compare=False)  # where url is, for the loop check's errors
 
 
@@ -190,7 +192,7 @@ class _Validator:
                 "log_level", "expose_paths", *FLOAT_KEYS, *INT_KEYS}
     CHANNEL_KEYS = {"id", "name", "source", "tone_hz", "file", "files", "video_kbps",
                     "audio_kbps", "width", "height", "fps", "keyframe_seconds", "join",
-                    "transcode", "url", "remux"}
+                    "transcode", "url", "remux", "follow_redirects"}
     # What a relay's origin decides, not the relay: refused on a relay channel.
     ENCODING_KEYS = ("width", "height", "fps", "keyframe_seconds", "tone_hz", "file", "files", "transcode")
     TOP_KEYS |= {"public_url", "guide_hours", "device_id", "friendly_name", "discovery", "state_dir"}
@@ -341,7 +343,7 @@ class _Validator:
             raise self.error("id", f"{channel_id!r} is not 1-64 of A-Z a-z 0-9 _ -", i)
         name = self.typed(t, "name", str, i)
         kind = self.typed(t, "source", str, i)
-        for key in ("url", "remux"):
+        for key in ("url", "remux", "follow_redirects"):
             if key in t and kind != "relay":
                 raise self.error(key, "only for source = \"relay\"", i)
         if kind == "test-pattern":
@@ -399,7 +401,8 @@ class _Validator:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self.error("url", f"expected http://HOST[:PORT]/PATH, got {url!r}", i)
         remux = self.typed(t, "remux", bool, i) if "remux" in t else False
-        return Relay(url=url, remux=remux, line=self.line_of("url", i))
+        follow = self.typed(t, "follow_redirects", bool, i) if "follow_redirects" in t else False
+        return Relay(url=url, remux=remux, follow_redirects=follow, line=self.line_of("url", i))
 
     # --- Ingest to the house format (issue 13) -----------------------------------------------
 

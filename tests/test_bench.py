@@ -110,3 +110,12 @@ def test_markdown_has_one_row_per_server_and_count_and_says_who_did_not_hold():
     assert len(rows) == 2
     assert rows[1].split("|")[6].strip() == "300" and rows[1].rstrip(" |").endswith("**no**")
     assert "shared/noisy box" in text and "stopped holding at 1000" in text
+
+
+def test_markdown_shows_the_fast_relays_memory_and_rate():
+    text = report.markdown({"when": "now", "machine": "box", "cpus": 2, "relay_rss": {
+        "channels": 4, "channel_kbps": 2028, "seconds": 10.0, "origin": "a 4 s .ts looped",
+        "front_rss_idle_mb": 23.5, "front_rss_peak_mb": 54.4, "front_rss_end_mb": 54.4,
+        "viewer_stream_seconds": [15.4, 15.9], "viewer_real_time_after_3s": [1.0, 1.01], "viewers_dropped": 0}})
+    assert "## 4 relays of an origin faster than real time (a 4 s .ts looped), one viewer each, 10 s" in text
+    assert "| 23.5 | 54.4 | 54.4 | 15.4 / 15.9 | 1.0 / 1.01 | 0 |" in text

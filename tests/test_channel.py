@@ -29,8 +29,8 @@ class Rig:
 
     def __init__(self, selector, **channel_keys):
         self.selector = selector
-        cfg = config.Channel(id="1", name="One", source=config.TestPattern(), video_kbps=100, audio_kbps=28,
-                             **channel_keys)
+        cfg = config.Channel(id="1", name="One", source=config.TestPattern(),
+                             **({"video_kbps": 100, "audio_kbps": 28} | channel_keys))
         self.channel = Channel(cfg, ChannelLifecycle("1", next_stream=itertools.count(STREAM).__next__),
                                selector)
         self.feed, ours = socket.socketpair()
@@ -208,21 +208,46 @@ def test_eof_ends_the_stream_unless_a_restarted_ffmpeg_stream_is_queued(rig):
     rig.feed = socket.socket()  # closed above; the rig's close() closes this one
 
 
+def feed_at_once(rig: Rig, n: int, now: float = 0.5) -> list[Close]:
+    """n bytes of stream in no time at all, read as they come; the viewers the reads closed (tuned out)."""
+    closes, sent = [], 0
+    rig.feed.setblocking(False)
+    while sent < n:
+        try:
+            sent += rig.feed.send(PACKET * 1000)
+        except BlockingIOError:
+            pass
+        for close in rig.channel.read(now, 1.0, 0.2).closes:
+            rig.channel.lifecycle.tune_out(close.viewer)
+            closes.append(close)
+    return closes
+
+
 def test_a_stream_faster_than_its_configured_rate_grows_the_ring(selector):
-    rig = Rig(selector)
+    rig = Rig(selector, video_kbps=1500, audio_kbps=128)
     try:
         rig.go_live()
         first = rig.channel.buffer.capacity
-        sent = 0
-        rig.feed.setblocking(False)
-        while sent < 3 * first:
-            try:
-                sent += rig.feed.send(PACKET * 1000)
-            except BlockingIOError:
-                pass
-            rig.channel.read(0.5, 1.0, 0.2)
+        assert not feed_at_once(rig, 2 * first)
         assert rig.channel.buffer.capacity > first
         assert rig.channel.buffer.oldest == 0  # nothing was lost: the ring grew before it wrapped
+    finally:
+        rig.close()
+
+
+def test_a_stream_far_faster_than_its_configured_rate_keeps_a_ring_of_the_limit_and_drops_who_it_passes(
+        selector, caplog):
+    rig = Rig(selector, video_kbps=1500, audio_kbps=128)
+    try:
+        rig.go_live()  # its viewer never reads: it blocks at its socket's size and stays there
+        # The ring's seconds (2 x max_lag + 2 x the burst) at 4 times 1,628 kbit/s (+5 % framing).
+        limit = int(4 * (2 * 1.0 + 2 * 6.0) * (1628 * 1000 * 105 // 100 // 8))
+        closes = feed_at_once(rig, 5 * limit)
+        assert rig.channel.buffer.capacity == limit
+        assert rig.channel.buffer.oldest == rig.channel.buffer.end - limit > 0  # the oldest went
+        assert closes == [Close(rig.first, "too slow")]
+        full = [r for r in caplog.records if "faster than 4 times its configured 1628 kbit/s" in r.getMessage()]
+        assert len(full) == 1, "said once"
     finally:
         rig.close()
 

@@ -20,7 +20,7 @@ from harness import (ROOT, HAProxy, RawViewer, Reader, cluster_demo_module, free
                      require_tool, wait_until)
 from test_late_join import JOIN_BYTES, assert_clean_join
 
-from air_worker.ffmpeg_command import build_command
+from air_worker.ffmpeg_command import build_command, cold_burst_seconds, ffmpeg_binary, ffmpeg_options
 from air_worker.worker import RELAY_UP_SECONDS, AirWorker
 from retrovue_air import config
 from retrovue_air.config import Channel, Config, ConfigError, Relay
@@ -46,11 +46,14 @@ def relay_channel(channel_id: str, url: str) -> str:
     return f'\n[[channel]]\nid = "{channel_id}"\nname = "R"\nsource = "relay"\nurl = "{url}"\n'
 
 
-def test_a_relay_channel_is_its_url():
+def test_a_relay_channel_is_its_url_and_follows_no_redirect_unless_told():
     c = config.parse('[[channel]]\nid = "1"\nname = "R"\nsource = "relay"\nurl = "http://origin:8000/channels/1.ts"\n',
                      "edge.toml")
     assert c.channels[0].source == Relay("http://origin:8000/channels/1.ts")
-    assert c.channels[0].source.line == 5
+    assert c.channels[0].source.line == 5 and not c.channels[0].source.follow_redirects
+    told = config.parse('[[channel]]\nid = "1"\nname = "R"\nsource = "relay"\nurl = "http://o/1.ts"\n'
+                        'follow_redirects = true\n', "edge.toml")
+    assert told.channels[0].source.follow_redirects
 
 
 @pytest.mark.parametrize("body, key, words", [
@@ -63,6 +66,8 @@ def test_a_relay_channel_is_its_url():
     ('source = "test-pattern"\nurl = "http://o/1.ts"', "url", "only for source = \"relay\""),
     ('source = "test-pattern"\nremux = true', "remux", "only for source = \"relay\""),
     ('source = "relay"\nurl = "http://o/1.ts"\nremux = "yes"', "remux", "must be bool"),
+    ('source = "relay"\nurl = "http://o/1.ts"\nfollow_redirects = 1', "follow_redirects", "must be bool"),
+    ('source = "files"\nfile = "/x.ts"\nfollow_redirects = true', "follow_redirects", "only for source = \"relay\""),
 ])
 def test_a_bad_relay_names_file_line_and_key(tmp_path, body, key, words):
     e = load_error(tmp_path, f'[[channel]]\nid = "1"\nname = "R"\n{body}\n')
@@ -133,18 +138,37 @@ def test_a_reload_that_would_make_a_relay_loop_is_refused(service_factory, tmp_p
     edge.wait_for_log(r"SIGHUP: configuration refused, keeping the running one: .*:8: url: relay loop", start=mark)
 
 
-def test_a_relay_passes_the_bytes_on_with_http_pull():
+def test_a_relay_passes_the_bytes_on_with_http_pull_at_most_its_joiners_burst_ahead():
     cmd = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts")), "ffmpeg")
-    assert cmd == [sys.executable, "-m", "air_worker.http_pull", "http://origin:8000/channels/1.ts"]
+    # The origin's joiner burst (join_burst_seconds from a keyframe, a GOP of at most 2 s more)
+    # is this channel's cold start: it passes at once, and then the stream goes at its own rate.
+    assert cmd == [sys.executable, "-m", "air_worker.http_pull", "--ahead", "8", "http://origin:8000/channels/1.ts"]
+    live = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts"), join="live"), "ffmpeg")
+    assert live[live.index("--ahead") + 1] == "2"
 
 
-def test_a_remuxed_relay_copies_without_re_encoding_and_without_pacing():
-    cmd = build_command(Channel("1", "R", Relay("http://origin:8000/channels/1.ts", remux=True)), "ffmpeg")
+def test_a_remuxed_relay_copies_without_re_encoding_at_the_streams_rate_after_the_joiners_burst():
+    relay = Channel("1", "R", Relay("http://origin:8000/channels/1.ts", remux=True))
+    binary = ffmpeg_binary(cold_burst=cold_burst_seconds(relay) > 0)
+    cmd = build_command(relay, binary)
     assert cmd[cmd.index("-i") + 1] == "http://origin:8000/channels/1.ts"
     assert cmd[cmd.index("-c") + 1] == "copy" and "libx264" not in cmd
-    assert "-re" not in cmd  # the origin paces
+    assert cmd[cmd.index("-readrate") + 1] == "1" and cmd[cmd.index("-readrate_initial_burst") + 1] == "8"
+    if "-readrate_catchup" in ffmpeg_options(binary):
+        assert cmd[cmd.index("-readrate_catchup") + 1] == "10"  # a stalled pull catches up at once
+    assert cmd.index("-readrate") < cmd.index("-i")
     assert cmd[cmd.index("-reconnect") + 1] == "1" and "-rw_timeout" in cmd
     assert cmd[cmd.index("-muxpreload") + 1] == "0" and cmd[-1] == "pipe:1"
+    assert cmd[cmd.index("-max_redirects") + 1] == "0"  # ffmpeg follows 8 by default
+    told = build_command(Channel("1", "R", Relay("http://o/1.ts", remux=True, follow_redirects=True)), "ffmpeg")
+    assert told[told.index("-max_redirects") + 1] == "5"
+
+
+def test_a_pulled_relay_keeps_its_url_off_the_command_line_when_given_a_file_for_it():
+    relay = Channel("1", "R", Relay("http://u:pw@o/1.ts?token=t", follow_redirects=True))
+    cmd = build_command(relay, "ffmpeg", url_file="/dev/fd/7")
+    assert cmd[-4:] == ["8", "--follow-redirects", "--url-from", "/dev/fd/7"]
+    assert not [arg for arg in cmd if "pw" in arg or "token" in arg]
 
 
 def test_a_relay_keeps_retrying_through_an_outage_up_to_the_restart_window():
