@@ -3,7 +3,8 @@
 Built with ElementTree, so a title can never close an element or open one; characters XML 1.0
 cannot carry at all (control characters, lone surrogates from undecodable file names) are
 dropped first. Child elements follow the DTD's order, which strict readers enforce. Times are
-"YYYYMMDDhhmmss +HHMM": Jellyfin ignores the other offset forms the format allows.
+"YYYYMMDDhhmmss +HHMM": Jellyfin ignores the other offset forms the format allows, and a
+time a schedule gives outside the years that form can carry is shown at the nearest it can.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ GENERATOR = "retrovue-air"
 # the URL; the DTD is given to the validator instead (xmllint --dtdvalid).
 HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Four-digit years, a day inside either end so that no UTC offset takes a time out of them.
+EARLIEST = 86400.0  # 1970-01-02T00:00:00Z
+LATEST = 253402128000.0  # 9999-12-30T00:00:00Z
 
 
 def window(now: float, guide_hours: float) -> tuple[float, float]:
@@ -56,6 +60,7 @@ def listings(channels: Iterable[Channel], schedules, start: float, end: float) -
 
 
 def xmltv_time(t: float, tz: tzinfo = timezone.utc) -> str:
+    t = min(max(t, EARLIEST), LATEST) if t == t else EARLIEST  # t != t: NaN
     return datetime.fromtimestamp(math.floor(t), tz).strftime("%Y%m%d%H%M%S %z")
 
 

@@ -134,6 +134,20 @@ def test_times_are_compact_with_a_numeric_offset():
     assert xmltv.xmltv_time(NOW, ZoneInfo("America/New_York")) == "20260314161307 -0400"
 
 
+@pytest.mark.parametrize("t, shown", [
+    (1e12 * 1.0, "99991230000000 +0000"),  # year 33,688
+    (float("inf"), "99991230000000 +0000"),
+    (-1e12, "19700102000000 +0000"),
+    (float("nan"), "19700102000000 +0000"),
+    (0.0, "19700102000000 +0000"),
+])
+def test_times_outside_the_years_xmltv_carries_are_shown_at_the_nearest_it_can(t, shown):
+    assert xmltv.xmltv_time(t) == shown
+    from zoneinfo import ZoneInfo
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):  # +14:00 and -12:00
+        assert "1970" <= xmltv.xmltv_time(t, ZoneInfo(zone))[:4] <= "9999"
+
+
 def test_titles_cannot_inject_markup_and_control_characters_are_dropped(tmp_path):
     evil = Programme("x", 60, '</title><title>pwned</title>\x00\x1b\ud800', description="a]]>b<!--",
                      category='"><script>')

@@ -1,0 +1,63 @@
+"""The guide as clients meet it: a real service, real sockets, media made with ffmpeg.
+
+Whatever a schedule holds (a file whose header claims 30,000 years, a file one frame long,
+two weeks of fifty channels) and however a client reads, /xmltv.xml is a valid XMLTV
+document, it costs no other viewer a pause, and the front is the same process afterwards.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+from harness import fd_count, files_channel, require_tool
+
+from test_guide import xmllint_valid
+
+CLAIMED_SECONDS = 1e12  # about 31,700 years
+
+
+def huge_duration_mkv(folder: Path, ffmpeg: str) -> Path:
+    """A two-second MKV whose Segment Duration (EBML 0x4489, an 8-byte float in ms) claims CLAIMED_SECONDS."""
+    made = folder / "made.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=blue:s=160x90:r=25:d=2",
+                    "-f", "lavfi", "-i", "sine=d=2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
+                    "-shortest", str(made)], check=True, timeout=120)
+    data = bytearray(made.read_bytes())
+    at = data.find(b"\x44\x89\x88")
+    assert at > 0, "no 8-byte Segment Duration in ffmpeg's MKV"
+    data[at + 3:at + 11] = struct.pack(">d", CLAIMED_SECONDS * 1000)
+    out = folder / "huge.mkv"
+    out.write_bytes(bytes(data))
+    made.unlink()
+    return out
+
+
+def get(service, path: str, timeout: float = 30) -> requests.Response:
+    return requests.get(service.url(path), timeout=timeout)
+
+
+def xmltv_seconds(text: str) -> float:
+    return datetime.strptime(text, "%Y%m%d%H%M%S %z").timestamp()
+
+
+def test_a_file_claiming_thirty_thousand_years_gets_a_valid_guide_and_the_front_lives_on(service_factory, tmp_path):
+    huge = huge_duration_mkv(tmp_path, require_tool("ffmpeg"))
+    service = service_factory(extra_top=f'state_dir = "{tmp_path / "state"}"', extra=files_channel("huge", huge))
+    front, fds = service.front.pid, fd_count(service.front.pid)
+    for _ in range(3):  # any client, repeatedly
+        r = get(service, "/xmltv.xml")
+        assert r.status_code == 200, r.text[:300]
+    xmllint_valid(r.content, tmp_path)
+    times = [p.get(edge) for p in ET.fromstring(r.content).iter("programme") for edge in ("start", "stop")]
+    assert all("1970" <= t[:4] <= "9999" for t in times), times
+    assert [p.findtext("title") for p in ET.fromstring(r.content).iter("programme") if p.get("channel") == "huge"]
+    for path in ("/", "/metrics", "/channels", "/channels.m3u"):
+        assert get(service, path).status_code == 200, path
+    assert service.front.pid == front and service.front.is_running()
+    assert fd_count(front) == fds
