@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone, tzinfo
 
 from retrovue_air.config import Channel, TestPattern
 from retrovue_air.schedule import Airing, Programme
 
+from . import programme_groups
 from .public_urls import logo_url
 
 PAST_SECONDS = 2 * 3600  # the guide keeps the last two hours, for "started 40 minutes ago"
@@ -49,14 +50,23 @@ def placeholder_airings(channel: Channel, start: float, end: float) -> list[Airi
 
 
 def listings(channels: Iterable[Channel], schedules, start: float, end: float) -> list[tuple[Channel, list[Airing]]]:
-    """Each channel and what it airs in [start, end): from its schedule (schedules maps channel
-    id to an object with airings(start, end)), or hour-long placeholders if it has none."""
-    out = []
-    for channel in channels:
-        schedule = schedules.get(channel.id)
-        airings = schedule.airings(start, end) if schedule is not None else placeholder_airings(channel, start, end)
-        out.append((channel, sorted((a for a in airings if a.end > start and a.start < end), key=lambda a: a.start)))
-    return out
+    """Each channel and what the guide lists of [start, end): from its schedule (schedules maps
+    channel id to an object with airings(start, end)), or hour-long placeholders if it has none."""
+    return [(channel, list(listed_airings(channel, schedules.get(channel.id), start, end))) for channel in channels]
+
+
+def listed_airings(channel: Channel, schedule, start: float, end: float) -> Iterator[Airing]:
+    """What the guide lists of the channel in [start, end), made as it is read.
+
+    A schedule with airings_from(t) (retrovue_air.schedule.Schedule) is read only as far as the
+    window and its short airings are grouped without a look at each (programme_groups); any
+    other is asked for airings(start, end) once."""
+    if schedule is None:
+        airings_from = programme_groups.airings_from_list(placeholder_airings(channel, start, end))
+    else:
+        airings_from = getattr(schedule, "airings_from", None) or \
+            programme_groups.airings_from_list(schedule.airings(start, end))
+    yield from programme_groups.listed(airings_from, start, end)
 
 
 def xmltv_time(t: float, tz: tzinfo = timezone.utc) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
@@ -61,3 +62,29 @@ def test_a_file_claiming_thirty_thousand_years_gets_a_valid_guide_and_the_front_
         assert get(service, path).status_code == 200, path
     assert service.front.pid == front and service.front.is_running()
     assert fd_count(front) == fds
+
+
+def one_frame_mp4(folder: Path, ffmpeg: str) -> Path:
+    out = folder / "frame.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=160x90:r=25", "-frames:v", "1",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-metadata", "title=One Frame", str(out)],
+                   check=True, timeout=60)
+    return out
+
+
+def test_a_one_frame_file_is_listed_as_a_few_grouped_programmes_not_one_per_frame(service_factory, tmp_path):
+    frame = one_frame_mp4(tmp_path, require_tool("ffmpeg"))
+    service = service_factory(extra_top=f'state_dir = "{tmp_path / "state"}"\nguide_hours = 1',
+                              extra=files_channel("frame", frame))
+    front = service.front.pid
+    asked = time.time()
+    r = get(service, "/xmltv.xml", timeout=60)
+    assert r.status_code == 200
+    xmllint_valid(r.content, tmp_path)
+    listed = [p for p in ET.fromstring(r.content).iter("programme") if p.get("channel") == "frame"]
+    spans = [(xmltv_seconds(p.get("start")), xmltv_seconds(p.get("stop"))) for p in listed]
+    assert 1 <= len(listed) <= 8, f"{len(listed)} programmes for three hours of a one-frame file"
+    assert {p.findtext("title") for p in listed} == {"One Frame"}
+    assert spans[0][0] <= asked - 2 * 3600 and spans[-1][1] >= asked + 3600, "the window is covered"
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), "no gap, no overlap"
+    assert service.front.pid == front
