@@ -7,6 +7,9 @@ document, it costs no other viewer a pause, and the front is the same process af
 
 from __future__ import annotations
 
+import re
+import selectors
+import socket
 import struct
 import subprocess
 import time
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from harness import fd_count, files_channel, require_tool
+from harness import Reader, fd_count, files_channel, require_tool, wait_until
 
 from test_guide import xmllint_valid
 
@@ -62,6 +65,80 @@ def test_a_file_claiming_thirty_thousand_years_gets_a_valid_guide_and_the_front_
         assert get(service, path).status_code == 200, path
     assert service.front.pid == front and service.front.is_running()
     assert fd_count(front) == fds
+
+
+def fifty_channels_two_weeks(service_factory, tmp_path):
+    """The built-in two test-pattern channels and 48 more, with a guide of two weeks (16,950 programmes, 3 MB)."""
+    more = "".join(f'\n[[channel]]\nid = "c{i}"\nname = "Channel number {i}"\nsource = "test-pattern"\n'
+                   for i in range(48))
+    return service_factory(extra_top=f'state_dir = "{tmp_path / "state"}"\nguide_hours = 336', extra=more)
+
+
+def content_length(head: bytes) -> int:
+    return int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))
+
+
+def guide_requests(service, count: int) -> list[socket.socket]:
+    sockets = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", service.port), timeout=60)
+        s.sendall(b"GET /xmltv.xml HTTP/1.1\r\nHost: guide.test\r\n\r\n")
+        sockets.append(s)
+    return sockets
+
+
+def read_all(sockets: list[socket.socket]) -> list[bytes]:
+    """Every socket's whole response, read as it comes (one thread, as a player's many tabs would)."""
+    with selectors.DefaultSelector() as sel:
+        got = {}
+        for s in sockets:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+            got[s] = bytearray()
+        deadline = time.monotonic() + 60
+        while sel.get_map() and time.monotonic() < deadline:
+            for key, _ in sel.select(1):
+                chunk = key.fileobj.recv(1 << 20)
+                if chunk:
+                    got[key.fileobj] += chunk
+                else:
+                    sel.unregister(key.fileobj)
+        assert not sel.get_map(), "a guide request was not answered within 60 s"
+    for s in sockets:
+        s.close()
+    return [bytes(got[s]) for s in sockets]
+
+
+def test_big_guides_cost_a_viewer_of_another_channel_no_pause_and_share_one_render(service_factory, tmp_path):
+    service = fifty_channels_two_weeks(service_factory, tmp_path)
+    front, fds = service.front.pid, fd_count(service.front.pid)
+    viewer = Reader(service, "1")
+    viewer.start()
+    wait_until(lambda: viewer.count > 100_000, 20, "the viewer receiving its stream")
+    viewer.longest_gap = 0.0
+    mark = service.log_mark()
+    started = time.monotonic()
+    responses = read_all(guide_requests(service, 6))
+    elapsed = time.monotonic() - started
+    count_then = viewer.count
+    wait_until(lambda: viewer.count > count_then, 5, "the viewer still receiving")
+    gap = viewer.longest_gap
+    viewer.finish()
+
+    head, _, body = responses[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and len(body) == content_length(head)
+    assert all(r == responses[0] for r in responses), "six requests for one window, six different guides"
+    assert body.count(b"<programme ") == 50 * 338 + 50
+    assert gap < 0.5, f"the viewer of channel 1 waited {gap:.2f} s for its stream while 6 guides were made " \
+                      f"(in {elapsed:.1f} s)"
+    renders = [line for line in service.lines[mark:] if "the guide for" in line]
+    assert len(renders) == 1, renders
+    again = read_all(guide_requests(service, 1))
+    assert again == responses[:1], "the next request, in the same window, gets the same guide"
+    assert len([line for line in service.lines[mark:] if "the guide for" in line]) == 1, "made again"
+    print(f"longest pause of the viewer: {gap:.3f} s; six guides of {len(body) / 1e6:.1f} MB in {elapsed:.2f} s")
+    assert service.front.pid == front
+    wait_until(lambda: fd_count(front) == fds, 10, "the front back to its descriptors before the viewer")
 
 
 def one_frame_mp4(folder: Path, ffmpeg: str) -> Path:
