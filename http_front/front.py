@@ -215,7 +215,11 @@ class Front:
 
     def pump(self, viewer: Viewer) -> None:
         channel = viewer.channel
-        self.after_send(viewer, viewer.send(channel.buffer if channel else None))
+        unsent = len(viewer.pending)
+        sent = viewer.send(channel.buffer if channel else None)
+        if viewer.phase is Phase.CLOSING and len(viewer.pending) < unsent:
+            self.connections.progressed(viewer, time.monotonic())
+        self.after_send(viewer, sent)
 
     def after_send(self, viewer: Viewer, sent: Sent) -> None:
         if sent is Sent.LOST:

@@ -74,6 +74,17 @@ def fifty_channels_two_weeks(service_factory, tmp_path):
     return service_factory(extra_top=f'state_dir = "{tmp_path / "state"}"\nguide_hours = 336', extra=more)
 
 
+def read_response(sock: socket.socket, pace: float = 0.0) -> tuple[bytes, bytes]:
+    """(head, body) of one response, read to the end; pace: seconds between reads (a slow client)."""
+    data = bytearray()
+    while chunk := sock.recv(65536):
+        data += chunk
+        if pace:
+            time.sleep(pace)
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    return head, body
+
+
 def content_length(head: bytes) -> int:
     return int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))
 
@@ -139,6 +150,40 @@ def test_big_guides_cost_a_viewer_of_another_channel_no_pause_and_share_one_rend
     print(f"longest pause of the viewer: {gap:.3f} s; six guides of {len(body) / 1e6:.1f} MB in {elapsed:.2f} s")
     assert service.front.pid == front
     wait_until(lambda: fd_count(front) == fds, 10, "the front back to its descriptors before the viewer")
+
+
+def minute_long_mp4(folder: Path, ffmpeg: str) -> Path:
+    out = folder / "minute.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=32x32:r=1:d=61",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(out)], check=True, timeout=60)
+    return out
+
+
+def test_a_slow_client_gets_the_whole_guide_past_request_timeout(service_factory, tmp_path):
+    # 2,950 programmes with a 4,000-character title: 12 MB, three times what the kernel buffers.
+    minute = minute_long_mp4(tmp_path, require_tool("ffmpeg"))
+    title = "A very long title " * 222
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"\nrequest_timeout_seconds = 1',
+        extra=f'\n[[channel]]\nid = "long"\nname = "Long"\nsource = "files"\n'
+              f'files = [{{ path = "{minute}", title = "{title}" }}]\n')
+    front, fds = service.front.pid, fd_count(service.front.pid)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # set before connect: the window it offers
+    s.settimeout(30)
+    s.connect(("127.0.0.1", service.port))
+    s.sendall(b"GET /xmltv.xml HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+    started = time.monotonic()
+    head, body = read_response(s, pace=0.025)  # at most 64 KB per 25 ms: 2.6 MB/s, 12 MB in 5 s
+    s.close()
+    took = time.monotonic() - started
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert len(body) == content_length(head) > 10_000_000, \
+        f"{len(body)} of {content_length(head)} bytes in {took:.1f} s"
+    assert body.rstrip().endswith(b"</tv>")
+    assert took > 2, f"read in {took:.1f} s: not slower than request_timeout_seconds, the test proves nothing"
+    assert service.front.pid == front
+    wait_until(lambda: fd_count(front) == fds, 5, "the front closed the slow client's connection")
 
 
 def one_frame_mp4(folder: Path, ffmpeg: str) -> Path:
