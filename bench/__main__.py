@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .readers import raise_fd_limit
 
-PARTS = ("fanout", "join", "icecast", "churn", "relay", "relay_rss", "storm", "cached", "many")
+PARTS = ("fanout", "join", "icecast", "churn", "relay", "relay_rss", "storm", "cached", "many", "guide")
 FULL = {"viewers": [100, 1000, 5000, 10000], "seconds": 30.0, "churn_cycles": 5000}
 
 
@@ -128,6 +128,10 @@ def run_parts(args: argparse.Namespace, report: dict) -> None:
         from . import many_channels
         report["many_channels"] = many_channels.run(100, 10, 50, args.seconds)
         show("100 channels from the cache, 10 viewers each; a 50-channel cold-start storm", report["many_channels"])
+    if "guide" in args.only:
+        from . import guide
+        report["guide"] = guide.run()
+        show("/xmltv.xml of 50 channels x 336 hours, 6 requests at once, beside a viewer", report["guide"])
     if "relay" in args.only:
         from . import relay
         report["relay"] = relay.run(min(max(args.viewers), 400), min(args.seconds, 10.0))

@@ -78,6 +78,14 @@ def markdown(report: dict) -> str:
                       [[st.get("first_byte_p50_ms"), st.get("first_byte_p99_ms"), st["refused_or_lost"],
                         f"{storm['viewers_at_95pct_rate']} of {storm['viewers']}", storm["service_cores"],
                         storm["cores_per_channel"]]]), ""]
+    guide = report.get("guide")
+    if guide:
+        out += [f"## The guide: {guide['channels']} channels x {guide['guide_hours']} hours, "
+                f"{guide['concurrent_requests']} requests at once beside a viewer of another channel", "",
+                table(["programmes", "MB", "made for all in s", "front CPU s", "next request s",
+                       "viewer's longest pause s"],
+                      [[guide["programmes"], guide["mb"], guide["made_for_all_s"], guide["front_cpu_s"],
+                        guide["kept_s"], guide["viewer_longest_pause_s"]]]), ""]
     churn = report.get("churn")
     if churn:
         f, s, e = churn.get("fresh"), churn["start"], churn["end"]

@@ -11,6 +11,7 @@ from retrovue_air import house_format, ingest_progress
 from retrovue_air.config import Config
 
 from . import metrics, presentation, responses, routes, status_page
+from .answer_failures import answer_failed
 from .channel import Channel
 
 
@@ -47,7 +48,16 @@ class FrontState:
 
 
 def answer(r: routes.Route, host: str, state: FrontState) -> bytes | None:
-    """The whole response for route r; None for a stream (Watch, not HEAD), which the front serves."""
+    """The whole response for route r; None for a stream (Watch, not HEAD), which the front serves.
+
+    Whatever goes wrong making it is a 500 for this request alone (answer_failed)."""
+    try:
+        return _answer(r, host, state)
+    except Exception:
+        return answer_failed(f"the {type(r).__name__} answer", getattr(r, "head_only", False))
+
+
+def _answer(r: routes.Route, host: str, state: FrontState) -> bytes | None:
     if isinstance(r, routes.Refuse):
         return responses.text(r.status, r.text, r.headers)
     if isinstance(r, routes.Health):

@@ -1,9 +1,10 @@
 """Connections: who is connected, the limits on that, and the two sweeps with deadlines.
 
 Accepting, counting per address, and closing what overstays: a request head not
-complete within request_timeout_seconds (slowloris), and a final response its client
-does not take within the same time. Each sweep is a queue in arrival order, so it looks
-only at its oldest entry: there is no timer per connection.
+complete within request_timeout_seconds (slowloris), and a final response whose client
+takes nothing of it for the same time (one that keeps reading, however slowly, gets all of
+a large one). Each sweep is a queue in deadline order, so it looks only at its oldest
+entry: there is no timer per connection.
 """
 
 from __future__ import annotations
@@ -108,6 +109,14 @@ class Connections:
     def responding(self, viewer: Viewer, now: float) -> None:
         self.reading.pop(viewer, None)
         self.closing[viewer] = now + self.config.request_timeout_seconds
+
+    def progressed(self, viewer: Viewer, now: float) -> None:
+        """The client took more of its final response: its deadline counts from now.
+
+        Moved to the end of the queue, which keeps it in deadline order: every deadline is
+        the same timeout after a later moment."""
+        if self.closing.pop(viewer, None) is not None:
+            self.closing[viewer] = now + self.config.request_timeout_seconds
 
     def forget(self, viewer: Viewer) -> bool:
         """The viewer is being closed; False if it already was."""

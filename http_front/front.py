@@ -25,6 +25,7 @@ from .answers import FrontState, answer
 from .channel import Channel, Close
 from .channel_lifecycle import Action, Admit, Disconnect, Refuse, RequestStream, StopStream, stream_numbers
 from .connections import Connections
+from .guide import Guide
 from .lineup import Lineup
 from .presentation import guide_numbers
 from .request_reader import GONE, Reject, Request
@@ -32,6 +33,9 @@ from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
 
+# The loop's time given to making a guide each round: a viewer's stream waits no longer than
+# this for it (beside the flush interval it waits anyway).
+GUIDE_SLICE_SECONDS = 0.01
 
 
 class Front:
@@ -44,6 +48,7 @@ class Front:
         self.lineup = Lineup(config, self.next_stream, self.sel)
         self.connections = Connections(listener, self.sel, config)
         self.air = AirLinks(control, self.sel)
+        self.guide = Guide(config)
         self.running = True
 
     def state(self) -> FrontState:
@@ -72,6 +77,7 @@ class Front:
                 for key, mask in events:
                     self.dispatch(key, mask, wake_r, responder)
                 self.check_deadlines()
+                self.make_guide()
         except SupervisorGone as e:
             log.error("%s", e)
         finally:
@@ -111,6 +117,8 @@ class Front:
             responder.handle_readable(key.fileobj)
 
     def timeout(self) -> float | None:
+        if self.guide.busy:
+            return 0.0
         deadlines = [d for c in self.lineup for d in (c.flush_deadline, c.start_deadline, c.read_deadline) if d]
         deadlines += [d for d in (self.connections.next_deadline(), self.air.next_deadline()) if d]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
@@ -163,6 +171,12 @@ class Front:
         if isinstance(r, routes.Refuse):
             log.info("%s: %s %s -> %d", viewer.peer, request.method.decode("ascii", "replace"),
                      request.target.decode("ascii", "replace")[:200], r.status)
+        if isinstance(r, routes.Guide):
+            # Seconds of work for a large guide: made between the loop's rounds (make_guide).
+            data = self.guide.ask(viewer, r.head_only, request.host, time.time())
+            if data is not None:
+                self.respond(viewer, data)
+            return
         data = answer(r, request.host, self.state())
         if data is not None:
             self.respond(viewer, data)
@@ -177,6 +191,11 @@ class Front:
         viewer.channel = channel
         log.info("channel %s: tune in %s (%d viewers)", channel.id, viewer.peer, channel.lifecycle.viewer_count + 1)
         self.carry_out(channel, channel.lifecycle.tune_in(viewer, time.monotonic()))
+
+    def make_guide(self) -> None:
+        for viewer, data in self.guide.work(GUIDE_SLICE_SECONDS):
+            if self.connections.is_open(viewer):  # it may have left while the guide was made
+                self.respond(viewer, data)
 
     def viewer_limit(self, channel: Channel) -> str | None:
         if channel.lifecycle.viewer_count >= self.config.max_viewers_per_channel:
@@ -196,7 +215,11 @@ class Front:
 
     def pump(self, viewer: Viewer) -> None:
         channel = viewer.channel
-        self.after_send(viewer, viewer.send(channel.buffer if channel else None))
+        unsent = len(viewer.pending)
+        sent = viewer.send(channel.buffer if channel else None)
+        if viewer.phase is Phase.CLOSING and len(viewer.pending) < unsent:
+            self.connections.progressed(viewer, time.monotonic())
+        self.after_send(viewer, sent)
 
     def after_send(self, viewer: Viewer, sent: Sent) -> None:
         if sent is Sent.LOST:
@@ -277,6 +300,7 @@ class Front:
         """Apply a configuration the supervisor parsed and validated."""
         self.config = replace(new, listen=self.config.listen)
         self.connections.configure(self.config)
+        self.guide.configure(self.config)
         for channel in self.lineup.reload(new):
             for viewer in list(channel.lifecycle.waiting):
                 self.respond(viewer, responses.text(404, "no such channel"))

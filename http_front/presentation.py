@@ -13,6 +13,7 @@ from retrovue_air import device_id as device_ids
 from retrovue_air.config import MAX_LOGO_BYTES, Config, image_type
 
 from . import m3u, responses, routes, tuner, xmltv
+from .answer_failures import answer_failed
 from .public_urls import base_url
 
 log = logging.getLogger("http_front")
@@ -35,14 +36,13 @@ def answer(r: routes.Route, config: Config, schedules: Mapping[str, object], hos
     """schedules: channel id -> its Schedule (anything with airings(start, end)); a channel
     missing from it is listed with hour-long placeholders. now: unix time."""
     base = base_url(config.public_url, host)
-    if isinstance(r, routes.Guide):
+    if isinstance(r, routes.Guide):  # made at once: the front makes it in steps instead (guide.Guide)
         start, end = xmltv.window(now, config.guide_hours)
         try:
-            listing = xmltv.listings(config.channels, schedules, start, end)
+            data = xmltv.render(xmltv.listings(config.channels, schedules, start, end), base)
         except Exception:  # a schedule's bug must cost the guide, not the front and its viewers
-            log.exception("the guide could not be made")
-            return responses.text(500, "the guide could not be made (see the log)", head_only=r.head_only)
-        return responses.body(200, XML, xmltv.render(listing, base), r.head_only)
+            return answer_failed("the guide", r.head_only)
+        return responses.body(200, XML, data, r.head_only)
     if isinstance(r, routes.Playlist):
         chosen = [config.channel(r.channel)] if r.channel else config.channels
         return responses.body(200, m3u.CONTENT_TYPE, m3u.render(chosen, base), r.head_only)

@@ -32,8 +32,12 @@ def text(status: int, body: str, headers: list[tuple[str, str]] | tuple = (), he
 
 
 def body(status: int, content_type: str, data: bytes, head_only: bool = False) -> bytes:
-    hdrs = [("Content-Type", content_type), ("Content-Length", str(len(data)))]
-    return head(status, hdrs) + (b"" if head_only else data)
+    return body_head(status, content_type, len(data)) + (b"" if head_only else data)
+
+
+def body_head(status: int, content_type: str, length: int) -> bytes:
+    """The head of a body of that length, sent before it."""
+    return head(status, [("Content-Type", content_type), ("Content-Length", str(length))])
 
 
 def json_body(status: int, obj: object, head_only: bool = False) -> bytes:

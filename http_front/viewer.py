@@ -93,7 +93,9 @@ class Viewer:
     def respond(self, data: bytes) -> Sent:
         """Send a final response; the caller closes the viewer once it is out (Sent.ALL)."""
         self.phase = Phase.CLOSING
-        self.pending = data
+        # A view, not bytes: each send's remainder would otherwise be a copy of what is left
+        # (of a 21 MB guide, megabytes per send). Shared: many viewers may be sent the same bytes.
+        self.pending = memoryview(data)
         return self.send(None)
 
     def send(self, buffer: StreamBuffer | None) -> Sent:

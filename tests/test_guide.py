@@ -94,6 +94,18 @@ def test_guide_validates_against_the_xmltv_dtd_and_lists_exactly_the_airings_of_
     assert expected[0].start < NOW - 2 * 3600 < expected[0].end, "the airing on at the window's start is listed"
 
 
+def test_the_guide_made_in_pieces_is_one_document_indented_as_a_whole(monkeypatch):
+    monkeypatch.setattr(xmltv, "PROGRAMMES_PER_PIECE", 7)  # pieces cut inside channels and lists
+    chans = [channel(str(n), f"Channel {n}", logo="/l.png") for n in range(1, 10)]
+    start, end = xmltv.window(NOW, 12)
+    listing = xmltv.listings(chans, {"1": Schedule(airings_around(NOW))}, start, end)
+    pieces = list(xmltv.document(listing, BASE))
+    assert len(pieces) > 10
+    root = ET.fromstring(b"".join(pieces))
+    ET.indent(root, space=" ")
+    assert b"".join(pieces) == (xmltv.HEADER + ET.tostring(root, encoding="unicode") + "\n").encode()
+
+
 def test_guide_channels_carry_the_m3u_tvg_id_three_display_names_and_an_icon():
     movies = channel("movies", "Movie Night", number="4.1", logo="/srv/logos/m.png")
     root = ET.fromstring(xmltv.render([(movies, [])], BASE))
@@ -132,6 +144,32 @@ def test_times_are_compact_with_a_numeric_offset():
     assert xmltv.xmltv_time(NOW + 0.9) == "20260314201307 +0000"
     from zoneinfo import ZoneInfo
     assert xmltv.xmltv_time(NOW, ZoneInfo("America/New_York")) == "20260314161307 -0400"
+
+
+@pytest.mark.parametrize("t, shown", [
+    (1e12 * 1.0, "99991230000000 +0000"),  # year 33,688
+    (float("inf"), "99991230000000 +0000"),
+    (-1e12, "19700102000000 +0000"),
+    (float("nan"), "19700102000000 +0000"),
+    (0.0, "19700102000000 +0000"),
+])
+def test_times_outside_the_years_xmltv_carries_are_shown_at_the_nearest_it_can(t, shown):
+    assert xmltv.xmltv_time(t) == shown
+    from zoneinfo import ZoneInfo
+    for zone in ("Pacific/Kiritimati", "Etc/GMT+12"):  # +14:00 and -12:00
+        assert "1970" <= xmltv.xmltv_time(t, ZoneInfo(zone))[:4] <= "9999"
+
+
+def test_the_stepped_window_is_one_for_a_whole_step_and_covers_every_moment_of_it():
+    step = xmltv.WINDOW_STEP_SECONDS
+    first = 1_773_519_000.0  # a multiple of the step
+    windows = {xmltv.stepped_window(first + 7200 + dt, 48) for dt in (0, 1, 150.5, step - 0.001)}
+    assert len(windows) == 1
+    for dt in (0, 1, 150.5, step - 0.001):
+        start, end = xmltv.window(first + 7200 + dt, 48)
+        stepped = xmltv.stepped_window(first + 7200 + dt, 48)
+        assert stepped[0] <= start and stepped[1] >= end and stepped[1] - end <= step
+    assert xmltv.stepped_window(first + 7200 + step, 48)[0] == first + step
 
 
 def test_titles_cannot_inject_markup_and_control_characters_are_dropped(tmp_path):
