@@ -19,7 +19,7 @@ from dataclasses import replace
 from retrovue_air import wire
 from retrovue_air.config import Config
 
-from . import discovery, responses, routes, tuner
+from . import discovery, public_urls, responses, routes, tuner
 from .air_links import AirLinks, SupervisorGone
 from .answers import FrontState, answer
 from .channel import Channel, Close
@@ -163,7 +163,9 @@ class Front:
         if isinstance(r, routes.Refuse):
             log.info("%s: %s %s -> %d", viewer.peer, request.method.decode("ascii", "replace"),
                      request.target.decode("ascii", "replace")[:200], r.status)
-        data = answer(r, request.host, self.state())
+        # No Host (HTTP/1.0): links name the address and port this connection reached.
+        host = request.host or public_urls.authority(viewer.sock.getsockname())
+        data = answer(r, host, self.state())
         if data is not None:
             self.respond(viewer, data)
             return

@@ -13,8 +13,17 @@ from .iri import to_uri
 
 
 def base_url(public_url: str | None, host: str) -> str:
-    """host: already checked to be safe to echo (request_reader.safe_host)."""
+    """host: already checked to be safe to echo (request_reader.safe_host), or authority()."""
     return to_uri(public_url) if public_url else f"http://{host}"
+
+
+def authority(address: tuple) -> str:
+    """HOST:PORT of a socket address (getsockname()), for a client that named no Host: the
+    address it connected to is one it can reach, the port included."""
+    host, port = address[:2]
+    if ":" in host:  # IPv6, its zone's "%" escaped as RFC 6874 says
+        return f"[{host.replace('%', '%25')}]:{port}"
+    return f"{host}:{port}"
 
 
 def stream_url(base: str, channel: Channel) -> str:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import socket
+
 import pytest
+
+from harness import wait_until
 
 from http_front import iri, m3u, public_urls
 from retrovue_air import config
@@ -45,3 +50,37 @@ def test_a_remote_logo_is_one_uri_in_the_redirect_the_playlist_and_the_guide():
 def test_a_public_url_given_as_an_iri_is_handed_out_as_a_uri():
     assert public_urls.base_url("https://télé.example/air", "ignored:1") == "https://xn--tl-bjab.example/air"
     assert public_urls.base_url(None, "tv.example:8000") == "http://tv.example:8000"
+
+
+# Links for a client that sent no Host (HTTP/1.0) name the address and port it connected to
+
+def http10_get(service, target: str, host: bytes | None = None) -> str:
+    with socket.create_connection(("127.0.0.1", service.port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.0\r\n".encode() + (b"Host: " + host + b"\r\n" if host else b"") + b"\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body.decode()
+
+
+def test_without_a_host_header_links_name_the_address_and_port_the_client_reached(service):
+    front, fds = service.front.pid, service.fd_counts()
+    base = f"http://127.0.0.1:{service.port}"
+    playlist = http10_get(service, "/channels.m3u").splitlines()
+    assert playlist[0] == f'#EXTM3U url-tvg="{base}/xmltv.xml" x-tvg-url="{base}/xmltv.xml"'
+    assert playlist[2] == f"{base}/channels/1.ts"
+    assert json.loads(http10_get(service, "/discover.json"))["BaseURL"] == base
+    # A Host that cannot be echoed safely is treated as none.
+    assert http10_get(service, "/channels/1.m3u", b"a\"b").splitlines()[2] == f"{base}/channels/1.ts"
+    assert http10_get(service, "/channels/1.m3u", b"tv.example:81").splitlines()[2] == "http://tv.example:81/channels/1.ts"
+    assert service.front.pid == front
+    wait_until(lambda: service.fd_counts() == fds, 5, f"descriptors back at {fds}")
+
+
+@pytest.mark.parametrize("address, authority", [(("127.0.0.1", 8000), "127.0.0.1:8000"),
+                                                (("::1", 8000, 0, 0), "[::1]:8000"),
+                                                (("fe80::1%eth0", 80, 0, 2), "[fe80::1%25eth0]:80")])
+def test_the_authority_of_a_local_address(address, authority):
+    assert public_urls.authority(address) == authority
