@@ -21,6 +21,8 @@ def authority(address: tuple) -> str:
     """HOST:PORT of a socket address (getsockname()), for a client that named no Host: the
     address it connected to is one it can reach, the port included."""
     host, port = address[:2]
+    if host.startswith("::ffff:") and "." in host:  # an IPv4 client of a dual-stack listener
+        host = host[len("::ffff:"):]
     if ":" in host:  # IPv6, its zone's "%" escaped as RFC 6874 says
         return f"[{host.replace('%', '%25')}]:{port}"
     return f"{host}:{port}"

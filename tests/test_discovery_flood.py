@@ -185,10 +185,11 @@ def test_a_flood_from_nobody_costs_the_service_a_few_log_lines_and_its_viewers_n
     result = flood_result(hostile)
     cpu = (sum(service.front.cpu_times()[:2]) - cpu_before) / (time.monotonic() - wall_before)
     print(f"flood: {result['sent'] / FLOOD_SECONDS:,.0f} datagrams/s offered, {result['replies']} replies, "
-          f"front CPU {cpu:.0%}")
+          f"front CPU {cpu:.0%}, the viewer's longest gap {watcher.longest_gap:.2f} s")
 
+    # The device id's two (it is read once), then one per cause: the peer's rate, the read cap.
     warnings = [line for line in service.lines[mark:] if "WARNING" in line]
-    assert len(warnings) <= 4, f"{len(warnings)} warning lines, the first: {warnings[:3]}"
+    assert len(warnings) <= 6, f"{len(warnings)} warning lines, the first: {warnings[:3]}"
     assert 0 < result["replies"] <= most_answered(FLOOD_SECONDS + 0.5), result
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # another peer, after the flood
         client.settimeout(5)
@@ -197,7 +198,7 @@ def test_a_flood_from_nobody_costs_the_service_a_few_log_lines_and_its_viewers_n
     assert requests.get(service.url("/healthz"), timeout=5).text == "ok\n"
     before = watcher.count
     wait_until(lambda: watcher.count > before + 16 * 1024, 10, "the viewer of channel 1 still receiving")
-    assert watcher.longest_gap < 1.5, f"the viewer went {watcher.longest_gap:.2f} s without bytes"
+    assert watcher.longest_gap < 1.0, f"the viewer went {watcher.longest_gap:.2f} s without bytes"
     watcher.finish()
     assert service.front.pid == front, "the front was restarted"
     service.wait_idle(10)

@@ -81,6 +81,7 @@ def test_without_a_host_header_links_name_the_address_and_port_the_client_reache
 
 @pytest.mark.parametrize("address, authority", [(("127.0.0.1", 8000), "127.0.0.1:8000"),
                                                 (("::1", 8000, 0, 0), "[::1]:8000"),
-                                                (("fe80::1%eth0", 80, 0, 2), "[fe80::1%25eth0]:80")])
+                                                (("fe80::1%eth0", 80, 0, 2), "[fe80::1%25eth0]:80"),
+                                                (("::ffff:192.168.1.5", 8000, 0, 0), "192.168.1.5:8000")])
 def test_the_authority_of_a_local_address(address, authority):
     assert public_urls.authority(address) == authority
