@@ -16,10 +16,11 @@ import socket
 import time
 from dataclasses import replace
 
+from retrovue_air import device_id as device_ids
 from retrovue_air import wire
 from retrovue_air.config import Config
 
-from . import discovery, responses, routes, tuner
+from . import discovery, public_urls, responses, routes, tuner
 from .air_links import AirLinks, SupervisorGone
 from .answers import FrontState, answer
 from .channel import Channel, Close
@@ -49,6 +50,7 @@ class Front:
         self.connections = Connections(listener, self.sel, config)
         self.air = AirLinks(control, self.sel)
         self.guide = Guide(config)
+        self.responder: discovery.DiscoveryResponder | None = None  # with discovery = true, once running
         self.running = True
 
     def state(self) -> FrontState:
@@ -62,10 +64,9 @@ class Front:
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, lambda *_: None)
         self.sel.register(wake_r, selectors.EVENT_READ, "signal")
-        responder = discovery.responder_for(lambda: self.config, self.connections.listener.getsockname()) \
-            if self.config.discovery else None
-        for sock in responder.open() if responder else ():
-            self.sel.register(sock, selectors.EVENT_READ, responder)
+        if self.config.discovery:
+            self.responder = discovery.responder_for(lambda: self.config, self.connections.listener.getsockname())
+            self.responder.open(self.sel)
         log.info("serving on %s:%d", *self.connections.listener.getsockname()[:2])
         try:
             self.air.tell_supervisor(wire.FrontReady())
@@ -75,21 +76,21 @@ class Front:
                 # exits, so it is handled before the supervisor's news of that exit.
                 events.sort(key=lambda e: not isinstance(e[0].data, tuple))
                 for key, mask in events:
-                    self.dispatch(key, mask, wake_r, responder)
+                    self.dispatch(key, mask, wake_r)
                 self.check_deadlines()
                 self.make_guide()
         except SupervisorGone as e:
             log.error("%s", e)
         finally:
             self.shutdown()
-            if responder:
-                responder.close()
+            if self.responder:
+                self.responder.close()
             signal.set_wakeup_fd(-1)
             wake_r.close()
             wake_w.close()
         return 0
 
-    def dispatch(self, key: selectors.SelectorKey, mask: int, wake: socket.socket, responder) -> None:
+    def dispatch(self, key: selectors.SelectorKey, mask: int, wake: socket.socket) -> None:
         target = key.data
         now = time.monotonic()
         if isinstance(target, Viewer):
@@ -113,14 +114,15 @@ class Front:
             if signal.SIGTERM in wake.recv(64):
                 log.info("terminating")
                 self.running = False
-        elif target is responder:
-            responder.handle_readable(key.fileobj)
+        elif target is self.responder:
+            self.responder.handle_readable(key.fileobj)
 
     def timeout(self) -> float | None:
         if self.guide.busy:
             return 0.0
         deadlines = [d for c in self.lineup for d in (c.flush_deadline, c.start_deadline, c.read_deadline) if d]
-        deadlines += [d for d in (self.connections.next_deadline(), self.air.next_deadline()) if d]
+        deadlines += [d for d in (self.connections.next_deadline(), self.air.next_deadline(),
+                                  self.responder and self.responder.next_deadline()) if d]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def check_deadlines(self) -> None:
@@ -128,6 +130,8 @@ class Front:
         for viewer, why in self.connections.overdue(now):
             self.close_viewer(viewer, why)
         self.air.overdue(now)
+        if self.responder:
+            self.responder.resume(now)
         for channel in self.lineup:
             if channel.read_deadline is not None and channel.read_deadline <= now:
                 self.stream_readable(channel, now)
@@ -171,13 +175,15 @@ class Front:
         if isinstance(r, routes.Refuse):
             log.info("%s: %s %s -> %d", viewer.peer, request.method.decode("ascii", "replace"),
                      request.target.decode("ascii", "replace")[:200], r.status)
+        # No Host (HTTP/1.0): links name the address and port this connection reached.
+        host = request.host or public_urls.authority(viewer.sock.getsockname())
         if isinstance(r, routes.Guide):
             # Seconds of work for a large guide: made between the loop's rounds (make_guide).
-            data = self.guide.ask(viewer, r.head_only, request.host, time.time())
+            data = self.guide.ask(viewer, r.head_only, host, time.time())
             if data is not None:
                 self.respond(viewer, data)
             return
-        data = answer(r, request.host, self.state())
+        data = answer(r, host, self.state())
         if data is not None:
             self.respond(viewer, data)
             return
@@ -299,6 +305,7 @@ class Front:
     def reload(self, new: Config) -> None:
         """Apply a configuration the supervisor parsed and validated."""
         self.config = replace(new, listen=self.config.listen)
+        device_ids.load_or_create.cache_clear()  # the next answer reads the id again (a new state_dir, say)
         self.connections.configure(self.config)
         self.guide.configure(self.config)
         for channel in self.lineup.reload(new):

@@ -2,7 +2,8 @@
 
 The attributes are the ones TiviMate, Jellyfin, Emby and Channels DVR read: tvg-id is the
 XMLTV channel id (the guide is url-tvg), tvg-chno the guide number. Every value is forced
-onto one line and out of the quotes, so a channel name cannot add an entry.
+onto one line, without a control character, and out of the quotes, so a channel name cannot
+add an entry.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 
 from retrovue_air.config import Channel
 
+from .plain_text import one_line
 from .public_urls import guide_url, logo_url, stream_url
 
 CONTENT_TYPE = "audio/x-mpegurl"
@@ -18,7 +20,7 @@ CONTENT_TYPE = "audio/x-mpegurl"
 
 def _m3u_text(value: str) -> str:
     """One line, and safe inside a quoted attribute of #EXTINF."""
-    return " ".join(value.replace('"', "'").split())
+    return one_line(value).replace('"', "'")
 
 
 def render(channels: Iterable[Channel], base: str) -> bytes:

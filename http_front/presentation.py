@@ -10,11 +10,13 @@ import logging
 from collections.abc import Mapping
 
 from retrovue_air import device_id as device_ids
+from retrovue_air import safe_files
 from retrovue_air.config import MAX_LOGO_BYTES, Config, image_type
+from retrovue_air.logs import RepeatedLine
 
 from . import m3u, responses, routes, tuner, xmltv
 from .answer_failures import answer_failed
-from .public_urls import base_url
+from .public_urls import base_url, remote_logo
 
 log = logging.getLogger("http_front")
 
@@ -69,16 +71,25 @@ def logo(r: routes.Logo, config: Config) -> bytes:
     channel = config.channel(r.channel)
     if channel is None or channel.logo is None:
         return responses.text(404, f"channel {r.channel} has no logo", head_only=r.head_only)
-    if channel.logo.startswith(("http://", "https://")):
-        return responses.head(302, [("Location", channel.logo), ("Content-Length", "0")])
+    elsewhere = remote_logo(channel)
+    if elsewhere:
+        return responses.head(302, [("Location", elsewhere), ("Content-Length", "0")])
+    # Its folder may be writable by others: what is there now may be a FIFO, a link or a huge file.
     try:
-        with open(channel.logo, "rb") as f:
-            data = f.read(MAX_LOGO_BYTES + 1)
+        data = safe_files.read_regular(channel.logo, MAX_LOGO_BYTES)
     except OSError as e:
-        log.warning("channel %s: cannot read its logo %s: %s", channel.id, channel.logo, e.strerror)
-        return responses.text(404, f"channel {r.channel}'s logo is unavailable", head_only=r.head_only)
+        return _no_logo(r, channel.logo, e.strerror)
     kind = image_type(data[:16])
-    if kind is None or len(data) > MAX_LOGO_BYTES:
-        log.warning("channel %s: its logo %s is no longer an image we serve", channel.id, channel.logo)
-        return responses.text(404, f"channel {r.channel}'s logo is unavailable", head_only=r.head_only)
+    if kind is None:
+        return _no_logo(r, channel.logo, "is no longer an image we serve")
     return responses.body(200, kind, data, r.head_only)
+
+
+# One line per channel and cause, not per request: a client may ask for a broken logo in a loop.
+_LOGO_TROUBLE: dict[tuple[str, str], RepeatedLine] = {}
+
+
+def _no_logo(r: routes.Logo, path: str, why: str) -> bytes:
+    said = _LOGO_TROUBLE.setdefault((r.channel, why), RepeatedLine(log, logging.WARNING))
+    said.say(f"channel {r.channel}: cannot serve its logo {path}: {why}")
+    return responses.text(404, f"channel {r.channel}'s logo is unavailable", head_only=r.head_only)

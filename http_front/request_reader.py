@@ -37,7 +37,7 @@ class Request:
     method: bytes
     target: bytes
     headers: tuple[tuple[bytes, bytes], ...]  # names lower-cased, as h11 gives them
-    host: str  # the Host the client used, safe to echo in a link; 127.0.0.1 without one
+    host: str | None  # the Host the client used, safe to echo in a link; None without one (HTTP/1.0)
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,14 @@ NEED_MORE, GONE, IGNORED, READ_CLOSED = NeedMore(), Gone(), Ignored(), ReadClose
 Result = NeedMore | Reject | Request | Gone | Ignored | ReadClosed
 
 
-def safe_host(headers) -> str:
-    """The Host the viewer used (for absolute links in playlists), made safe to echo."""
+def safe_host(headers) -> str | None:
+    """The Host the viewer used (for absolute links in playlists); None if none, or none safe to echo."""
     for name, value in headers:
         if name == b"host":
             host = value.decode("ascii", "replace")
             if all(c.isalnum() or c in ".-:[]" for c in host):
                 return host
-    return "127.0.0.1"
+    return None
 
 
 class RequestReader:

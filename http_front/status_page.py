@@ -2,7 +2,8 @@
 
 The page is one HTML document with inline CSS: no framework, no external asset, no
 JavaScript; it reloads itself every few seconds. Every text that comes from the
-configuration or a process (names, file names, errors) goes through html.escape.
+configuration, a media file or a process (names, titles, file names, errors) goes through
+_e: its control characters dropped, then html.escape.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 
 from retrovue_air.config import MediaFiles, Relay, TestPattern
 from retrovue_air.url_secrets import host_of
+
+from .plain_text import printable
 
 REFRESH_SECONDS = 5
 MIN_RATE_SECONDS = 3.0  # a rate over less stream than this says more about buffering than bitrate
@@ -91,7 +94,7 @@ footer { color: var(--muted); font-size: .8rem; padding-bottom: 24px; }
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(printable(str(value)), quote=True)
 
 
 def _duration(seconds: float) -> str:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from retrovue_air import device_id as device_ids
-from retrovue_air import media_info
+from retrovue_air import media_info, safe_files
 from retrovue_air.schedule import DEFAULT_EPOCH, Block, Programme, Schedule, parse_daily_time, parse_epoch
 
 CHANNEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
@@ -651,17 +651,17 @@ class _Validator:
             if any(c.isspace() or c in "\"'<>" for c in value):
                 raise self.error("logo", f"not a usable URL: {value!r}", i)
             return value
-        full = os.path.join(self.base_dir(), os.path.expanduser(value))
+        # The operator's own link is followed here, once; the front, which reads the file again per
+        # request, follows none (someone else may replace it with one later).
+        full = os.path.realpath(os.path.join(self.base_dir(), os.path.expanduser(value)))
         try:
-            with open(full, "rb") as f:
-                head = f.read(16)
-                size = os.fstat(f.fileno()).st_size
+            head = safe_files.read_regular(full, MAX_LOGO_BYTES)[:16]
+        except safe_files.UnsafeFile as e:
+            raise self.error("logo", f"{full} {e.strerror}", i) from None
         except OSError as e:
             raise self.error("logo", f"cannot read the image {full}: {e.strerror}", i) from None
         if image_type(head) is None:
             raise self.error("logo", f"{full} is not a PNG, JPEG, GIF or WebP image", i)
-        if size > MAX_LOGO_BYTES:
-            raise self.error("logo", f"{full} is larger than {MAX_LOGO_BYTES // 1024} KiB", i)
         return full
 
     def guide_numbers(self, channels: list[Channel], tables: list) -> list[Channel]:

@@ -7,6 +7,7 @@ checksum, and Plex and Jellyfin remember a tuner by its id, so an id is either c
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -47,12 +48,16 @@ def make() -> str:
             return device_id
 
 
+@functools.lru_cache(maxsize=4)
 def load_or_create(state_dir: str) -> str:
     """The id kept in state_dir, made and saved there the first time.
 
     A state directory that cannot be written (a read-only home, no StateDirectory= under
     systemd) must not take the tuner down: the id is then derived from the host name,
     stable though not unique, and the log says so.
+
+    Remembered per state_dir for the life of the process, so that a discovery packet or a
+    tuner page costs no file read and no log line: a front forgets it (cache_clear) on reload.
     """
     path = os.path.join(state_dir, FILE_NAME)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+import selectors
 import socket
 import struct
 
@@ -141,11 +142,12 @@ def responder():
 
     r = discovery.DiscoveryResponder(lambda: DEVICE, base_for, bind="127.0.0.1",
                                      ssdp_port=free_udp_port(), hdhomerun_port=free_udp_port())
-    socks = r.open()
-    assert len(socks) == 2
-    r.asked = bases
-    yield r
-    r.close()
+    with selectors.DefaultSelector() as selector:
+        socks = r.open(selector)
+        assert len(socks) == 2
+        r.asked = bases
+        yield r
+        r.close()
 
 
 def exchange(responder, kind: str, data: bytes, expect: int) -> list[bytes]:
@@ -186,11 +188,12 @@ def test_a_taken_port_is_left_out_and_the_other_still_answers():
         taken.bind(("127.0.0.1", 0))
         r = discovery.DiscoveryResponder(lambda: DEVICE, lambda peer: BASE, bind="127.0.0.1",
                                          ssdp_port=free_udp_port(), hdhomerun_port=taken.getsockname()[1])
-        try:
-            assert list(r.open() and r.sockets.values()) == ["ssdp"]
-            assert len(exchange(r, "ssdp", m_search("upnp:rootdevice"), 1)) == 1
-        finally:
-            r.close()
+        with selectors.DefaultSelector() as selector:
+            try:
+                assert list(r.open(selector) and r.sockets.values()) == ["ssdp"]
+                assert len(exchange(r, "ssdp", m_search("upnp:rootdevice"), 1)) == 1
+            finally:
+                r.close()
 
 
 def test_the_answer_names_the_address_the_peer_reached():

@@ -56,7 +56,7 @@ def test_bytes_after_the_head_are_ignored_and_eof_after_it_only_closes_reading()
 
 def test_an_http_1_0_request_then_eof_is_a_request_then_read_closed():
     assert feed_all(b"GET /channels/1.ts HTTP/1.0\r\n\r\n", b"") == [
-        Request(b"GET", b"/channels/1.ts", (), "127.0.0.1"), READ_CLOSED]
+        Request(b"GET", b"/channels/1.ts", (), None), READ_CLOSED]
 
 
 @pytest.mark.parametrize(("raw", "status"), [
@@ -101,7 +101,7 @@ def test_a_head_of_exactly_8_kib_is_accepted_and_what_follows_it_is_not_counted(
 
 
 @pytest.mark.parametrize(("host", "shown"), [(b"tv.example:8000", "tv.example:8000"), (b"[::1]:8000", "[::1]:8000"),
-                                             (b"evil\"><script>", "127.0.0.1"), (b"a b", "127.0.0.1")])
+                                             (b"evil\"><script>", None), (b"a b", None)])
 def test_the_host_is_kept_only_when_safe_to_echo(host, shown):
     [result] = feed_all(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
     assert result.host == shown
