@@ -566,6 +566,8 @@ class _Validator:
                 info = self.media_cache.info(full)
             except media_info.ProbeError as e:
                 raise error(key, f"cannot use media file {full}: {e}", line) from None
+            except OSError as e:  # gone or changed since it was looked at
+                raise error(key, f"cannot read media file {full}: {e.strerror}", line) from None
             if not info.has_video and self.transcoding:  # the decoders make pictures from pictures
                 raise error(key, f"media file has no video stream: {full} (a radio channel needs transcode = false)",
                             line)
