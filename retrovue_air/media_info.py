@@ -210,13 +210,8 @@ def keyframe_at_or_before(path: str, t: float) -> float | None:
             capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.SubprocessError, ProbeError):
         return None
-    times = []
-    for line in out.split():
-        try:
-            times.append(float(line.split(",")[0]))
-        except ValueError:
-            continue
-    before = [x for x in times if x <= t + 0.001]
+    times = (_seconds(line.split(",")[0]) for line in out.split())
+    before = [x for x in times if x is not None and x <= t + 0.001]
     return max(before) if before else None
 
 
