@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .readers import raise_fd_limit
 
-PARTS = ("fanout", "join", "icecast", "churn", "relay", "relay_rss", "storm", "cached", "many", "guide")
+PARTS = ("fanout", "join", "icecast", "churn", "relay", "relay_rss", "storm", "cached", "many", "guide", "config")
 FULL = {"viewers": [100, 1000, 5000, 10000], "seconds": 30.0, "churn_cycles": 5000}
 
 
@@ -140,6 +140,10 @@ def run_parts(args: argparse.Namespace, report: dict) -> None:
         from . import relay_rss
         report["relay_rss"] = relay_rss.run(args.seconds)
         show("relays of an origin faster than real time", report["relay_rss"])
+    if "config" in args.only:
+        from . import config_check
+        report["config_check"] = config_check.run()
+        show("--check-config of a large library, probes cached", report["config_check"])
 
 
 def write(report: dict, out: Path, date: str) -> None:

@@ -113,6 +113,13 @@ def markdown(report: dict) -> str:
                       [[fast["front_rss_idle_mb"], fast["front_rss_peak_mb"], fast["front_rss_end_mb"],
                         " / ".join(map(str, fast["viewer_stream_seconds"])),
                         " / ".join(map(str, fast["viewer_real_time_after_3s"])), fast["viewers_dropped"]]]), ""]
+    check = report.get("config_check")
+    if check:
+        out += [f"## `--check-config` of a large library, probes cached (median of {check['rounds']}; "
+                f"{check['startup_s']:g} s of it is starting Python and importing)", "",
+                table(["file entries", "channels", "seconds (median)", "seconds (max)"],
+                      [[r["files"], r["channels"], r["check_config_s_median"], r["check_config_s_max"]]
+                       for r in check["summary"]]), ""]
     return "\n".join(out)
 
 

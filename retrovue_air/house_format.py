@@ -109,6 +109,10 @@ def ingest_command(binary: str, source: str, duration: float, has_audio: bool, f
     """
     frames = max(1, round(duration * fmt.fps))
     samples = max(1, round(duration * AUDIO_RATE))
+    # The pads are endless and only the trims end them: -t also ends the output, so that no
+    # filter graph (nor a source ffmpeg reads differently from ffprobe) can write for ever.
+    # It is the longer of the two trims, so it never cuts what they keep.
+    limit = max(frames / fmt.fps, samples / AUDIO_RATE)
     w, h = fmt.width, fmt.height
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y",
            "-progress", f"pipe:{progress_fd}", "-i", source]
@@ -127,6 +131,6 @@ def ingest_command(binary: str, source: str, duration: float, has_audio: bool, f
         "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
         "-g", str(fmt.gop), "-keyint_min", str(fmt.gop), "-sc_threshold", "0",
         "-c:a", "aac", "-b:a", f"{fmt.audio_kbps}k", "-ar", str(AUDIO_RATE), "-ac", "2",
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", output,
+        "-t", f"{limit:.6f}", "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", output,
     ]
     return cmd

@@ -3,22 +3,42 @@
 The answers are kept in a JSON file in the state directory, keyed by path, size and
 mtime, so a restart (or a reload, or the front re-reading the config) does not probe
 again, and a file that changed on disk is probed anew.
+
+What a file says about itself is data, never trusted: its header's duration is believed
+only if the file's size can hold it (else its packets are read to measure it), numbers in
+its tags are ASCII digits or nothing, and a cached answer is checked like a fresh one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+import unicodedata
+from dataclasses import asdict, dataclass, replace
+
+from retrovue_air import child_process
 
 log = logging.getLogger("retrovue_air.media_info")
 
 CACHE_FILE = "media-info.json"
 PROBE_TIMEOUT_SECONDS = 30
+# 800 bit/s: less than any audio or video stream with its container's framing carries (a
+# still picture held for an hour is still 25 tiny frames a second). A file smaller than its
+# duration at this rate is lying about its duration.
+MIN_BYTES_PER_SECOND = 100
+MAX_PROGRAMME_SECONDS = 7 * 86400  # a single file a week long is a broken file, not television
+# The 33-bit 90 kHz clock of MPEG-TS wraps here: no recording starts later in its own timeline.
+MAX_START_SECONDS = 2**33 / 90000
+TAG_NUMBER = re.compile(r"[0-9]{1,6}")  # ASCII: str.isdigit() also says yes to "²" and "٣"
+MAX_TITLE_CHARS = 200
+_NOT_ON_ONE_LINE = ("Cc", "Cs", "Zl", "Zp")  # controls, lone surrogates (unencodable), line breaks
+_SECONDS = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")  # what ffprobe prints, and nothing else
 
 
 class ProbeError(Exception):
@@ -43,51 +63,138 @@ def ffprobe_binary() -> str:
     return found
 
 
+def believable_duration(seconds: float, size: int) -> bool:
+    """Whether a file of `size` bytes can last `seconds`."""
+    return math.isfinite(seconds) and 0 < seconds <= MAX_PROGRAMME_SECONDS and size >= seconds * MIN_BYTES_PER_SECOND
+
+
+def _seconds(value: object) -> float | None:
+    if not isinstance(value, str) or not _SECONDS.fullmatch(value):
+        return None
+    return float(value)
+
+
 def _number(tags: dict[str, str], *names: str) -> int | None:
     for name in names:
         value = tags.get(name, "").split("/")[0].strip()  # "3/12" track style
-        if value.isdigit():
+        if TAG_NUMBER.fullmatch(value):
             return int(value)
     return None
 
 
+def _title(value: str | None) -> str | None:
+    """One line of printable text: a tag may hold newlines, escapes and megabytes."""
+    if not value:
+        return None
+    text = "".join(" " if unicodedata.category(c) in _NOT_ON_ONE_LINE else c for c in value[: MAX_TITLE_CHARS * 4])
+    return " ".join(text.split())[:MAX_TITLE_CHARS] or None
+
+
+def _say(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds < 1e15 else f"{seconds:.3g}"
+
+
 def parse_probe(output: str) -> MediaInfo:
-    """ffprobe's JSON (format and streams) as MediaInfo; ProbeError if it is no use to us."""
+    """ffprobe's JSON (format and streams) as MediaInfo; ProbeError if it is no use to us.
+
+    The duration is the header's, checked only for being a number here: whether the file
+    can hold it is probe()'s question, which needs the file."""
     try:
         doc = json.loads(output)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ProbeError("ffprobe gave no readable answer") from None
-    streams = doc.get("streams", [])
-    fmt = doc.get("format", {})
+    streams = doc.get("streams", []) if isinstance(doc, dict) else None
+    fmt = doc.get("format", {}) if isinstance(doc, dict) else None
+    raw_tags = fmt.get("tags", {}) if isinstance(fmt, dict) else None
+    if not (isinstance(streams, list) and all(isinstance(s, dict) for s in streams) and isinstance(raw_tags, dict)):
+        raise ProbeError("ffprobe gave an answer of an unexpected shape")
     kinds = {s.get("codec_type") for s in streams}
     if not kinds & {"video", "audio"}:
         raise ProbeError("neither video nor audio")
-    durations = [fmt.get("duration"), *(s.get("duration") for s in streams)]
-    duration = next((float(d) for d in durations if d not in (None, "N/A") and float(d) > 0), None)
+    durations = (_seconds(d) for d in [fmt.get("duration"), *(s.get("duration") for s in streams)])
+    duration = next((d for d in durations if d is not None and math.isfinite(d) and d > 0), None)
     if duration is None:
         raise ProbeError("no duration")
-    # Tag names differ by container (mp4: episode_sort, season_number; mkv: EPISODE...).
-    tags = {k.lower(): str(v) for k, v in fmt.get("tags", {}).items()}
     start = fmt.get("start_time")
+    start_time = 0.0 if start in (None, "N/A") else _seconds(start)
+    if start_time is None or not abs(start_time) <= MAX_START_SECONDS:
+        raise ProbeError(f"its start time {str(start)[:40]!r} is not a time")
+    # Tag names differ by container (mp4: episode_sort, season_number; mkv: EPISODE...).
+    tags = {str(k).lower(): v for k, v in raw_tags.items() if isinstance(v, str)}
     return MediaInfo(duration=duration, has_audio="audio" in kinds, has_video="video" in kinds,
-                     title=tags.get("title") or None,
-                     start_time=float(start) if start not in (None, "N/A") else 0.0,
+                     title=_title(tags.get("title")), start_time=start_time,
                      episode=_number(tags, "episode_sort", "episode", "episode_id"),
                      season=_number(tags, "season_number", "season"))
 
 
-def probe(path: str) -> MediaInfo:
+def run_ffprobe(args: list[str], path: str) -> subprocess.CompletedProcess:
+    """ffprobe on path; it dies with us (a config loader killed mid-probe leaves none behind)."""
+    # A tag's bytes need not be UTF-8, and ffprobe passes them on as they are.
+    return subprocess.run([ffprobe_binary(), "-v", "error", *args, path], capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=PROBE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL,
+                          preexec_fn=child_process.exec_guard(os.getpid()))
+
+
+def probe(path: str, size: int | None = None) -> MediaInfo:
+    size = os.stat(path).st_size if size is None else size
     try:
-        result = subprocess.run(
-            [ffprobe_binary(), "-v", "error", "-show_entries",
-             "format=duration,start_time:format_tags:stream=codec_type,duration", "-of", "json", path], capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS,
-            stdin=subprocess.DEVNULL)
+        result = run_ffprobe(["-show_entries", "format=duration,start_time:format_tags:stream=codec_type,duration",
+                              "-of", "json"], path)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"ffprobe took longer than {PROBE_TIMEOUT_SECONDS} s") from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no error output"])[-1]
         raise ProbeError(f"ffprobe cannot read it: {last}")
-    return parse_probe(result.stdout)
+    info = parse_probe(result.stdout)
+    if believable_duration(info.duration, size):
+        return info
+    measured = measure_duration(path, info.start_time)
+    if measured is None or not believable_duration(measured, size):
+        packets = "no packets with times" if measured is None else f"packets that span {_say(measured)} s"
+        raise ProbeError(f"its header says it lasts {_say(info.duration)} s and it has {packets}: more than "
+                         f"its {size} bytes can hold (at least {MIN_BYTES_PER_SECOND} bytes a second, "
+                         f"at most {MAX_PROGRAMME_SECONDS // 86400} days)")
+    log.warning("%s: its header says it lasts %s s, more than its %d bytes can hold; its packets last %.3f s, "
+                "which is what it is scheduled for", path, _say(info.duration), size, measured)
+    return replace(info, duration=measured)
+
+
+def measure_duration(path: str, start_time: float) -> float | None:
+    """How long the file's packets last (the end of the last one, from start_time), or None.
+
+    Only demuxed, never decoded: the time taken is the file's size, not its claimed length,
+    and a file small enough to be suspect is read in a moment."""
+    try:
+        result = run_ffprobe(["-show_entries", "packet=pts_time,dts_time,duration_time", "-of", "csv=p=0"], path)
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"its header's duration cannot be believed and reading its packets took longer than "
+                         f"{PROBE_TIMEOUT_SECONDS} s") from None
+    end = None
+    for line in result.stdout.splitlines():
+        pts, dts, length = ([_seconds(v) for v in line.split(",")[:3]] + [None, None, None])[:3]
+        at = pts if pts is not None else dts
+        if at is not None:
+            packet_end = at + (length if length is not None and length > 0 else 0.0)
+            end = packet_end if end is None else max(end, packet_end)
+    if end is None or not end - start_time > 0:
+        return None
+    return end - start_time
+
+
+def cached_info(entry: dict, size: int) -> MediaInfo | None:
+    """A cache entry's MediaInfo if it is one this version could have written for a file of
+    `size` bytes; None (probe again) for one written by another version, edited, or believing
+    a header that an earlier version did not check."""
+    try:
+        info = MediaInfo(**entry["info"])
+    except (TypeError, KeyError):
+        return None
+    sound = (type(info.duration) is float and believable_duration(info.duration, size)
+             and type(info.start_time) is float and abs(info.start_time) <= MAX_START_SECONDS
+             and type(info.has_audio) is bool and type(info.has_video) is bool
+             and (info.title is None or type(info.title) is str and _title(info.title) == info.title)
+             and all(n is None or type(n) is int and 0 <= n < 10**6 for n in (info.episode, info.season)))
+    return info if sound else None
 
 
 def keyframe_at_or_before(path: str, t: float) -> float | None:
@@ -103,13 +210,8 @@ def keyframe_at_or_before(path: str, t: float) -> float | None:
             capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.SubprocessError, ProbeError):
         return None
-    times = []
-    for line in out.split():
-        try:
-            times.append(float(line.split(",")[0]))
-        except ValueError:
-            continue
-    before = [x for x in times if x <= t + 0.001]
+    times = (_seconds(line.split(",")[0]) for line in out.split())
+    before = [x for x in times if x is not None and x <= t + 0.001]
     return max(before) if before else None
 
 
@@ -135,12 +237,11 @@ class MediaInfoCache:
         st = os.stat(path)
         key = [st.st_size, st.st_mtime_ns]
         entry = self.entries.get(path)
-        if entry and entry.get("key") == key:
-            try:
-                return MediaInfo(**entry["info"])
-            except TypeError:
-                pass  # written by another version: probe again
-        info = probe(path)
+        if isinstance(entry, dict) and entry.get("key") == key:
+            cached = cached_info(entry, st.st_size)
+            if cached is not None:
+                return cached
+        info = probe(path, st.st_size)
         self.entries[path] = {"key": key, "info": asdict(info)}
         self.changed = True
         return info

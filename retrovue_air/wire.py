@@ -6,6 +6,8 @@ supervisor makes before it forks (so no other process can name, reach or flood t
     front -> supervisor   StartStream, StopWorker, FrontReady, Pong
     supervisor -> front   WorkerSpawned (+ the front's end of that worker's link),
                           StartFailed, WorkerExited, Ping, Reload (+ a memfd holding the config)
+  reload (a config loader -> supervisor, one per SIGHUP)
+    loader -> supervisor  Reload (+ a memfd holding the config), or ReloadRefused
   link (front <-> one air worker, one per stream)
     worker -> front       StreamReady (+ the stream FD; again after each ffmpeg restart),
                           StreamFailed
@@ -111,10 +113,32 @@ class Reload:
     path: str
 
 
+@dataclass(frozen=True)
+class ReloadRefused:
+    """The file a SIGHUP asked for cannot be the configuration: every error found, one a line."""
+    reason: str
+
+    @classmethod
+    def cut(cls, reason: str, budget: int = MAX_MESSAGE // 2) -> "ReloadRefused":
+        """As many whole lines of reason as fit in one message, and how many more there were."""
+        lines = reason.splitlines() or [""]
+        kept: list[str] = []
+        size = 0
+        for line in lines:
+            line = line[: budget // 4]  # one long line (a path, ffmpeg's words) is cut, not dropped
+            size += len(json.dumps(line, ensure_ascii=False).encode())
+            if kept and size > budget:
+                break
+            kept.append(line)
+        left = len(lines) - len(kept)
+        return cls("\n".join(kept) + (f"\n(and {left} more)" if left else ""))
+
+
 MESSAGES = {cls.__name__: cls for cls in (StartStream, WorkerSpawned, StartFailed, WorkerExited, StreamReady,
-                                          StreamFailed, Stop, StopWorker, FrontReady, Ping, Pong, Reload)}
+                                          StreamFailed, Stop, StopWorker, FrontReady, Ping, Pong, Reload,
+                                          ReloadRefused)}
 Message = (StartStream | WorkerSpawned | StartFailed | WorkerExited | StreamReady | StreamFailed | Stop
-           | StopWorker | FrontReady | Ping | Pong | Reload)
+           | StopWorker | FrontReady | Ping | Pong | Reload | ReloadRefused)
 _TYPES = {"str": str, "int": int}
 
 

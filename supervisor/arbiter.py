@@ -100,6 +100,20 @@ def check_media_readable(config: Config) -> None:
                     log.error("channel %s: %s is not readable by user %s", channel.id, path, user)
 
 
+def send_loaded_config(path: str, sock: socket.socket) -> None:
+    """A config loader's whole work: load path (probing its media) and send the Config, or why not."""
+    try:
+        new = configuration.load_default() if path == configuration.BUILT_IN else configuration.load(path)
+    except configuration.ConfigError as e:
+        wire.send(sock, wire.ReloadRefused.cut(str(e)))
+        return
+    except Exception as e:  # noqa: BLE001 -- whatever it is, it is a refusal the supervisor logs
+        log.exception("cannot load %s", path)
+        wire.send(sock, wire.ReloadRefused.cut(f"cannot load {path}: {type(e).__name__}: {e}"))
+        return
+    wire.send_config(sock, wire.Reload(path), new)
+
+
 class Supervisor:
     SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -123,6 +137,11 @@ class Supervisor:
         self.next_ping: float | None = None
         self.ingester_pid: int | None = None
         self.ingest_again = False  # the config changed while it ran: start a new one when it exits
+        # SIGHUP: a child loads the new configuration (probing media can take minutes) and
+        # answers on this socket; the answer is read when the child has exited.
+        self.loader_pid: int | None = None
+        self.loader_answer: socket.socket | None = None
+        self.reload_again = False  # SIGHUP while loading: the file may have changed again
 
     # The loop
 
@@ -165,7 +184,7 @@ class Supervisor:
 
     def children(self) -> list[int]:
         return (([self.front_pid] if self.front_pid else []) + list(self.workers)
-                + ([self.ingester_pid] if self.ingester_pid else []))
+                + ([self.ingester_pid] if self.ingester_pid else []) + ([self.loader_pid] if self.loader_pid else []))
 
     def timeout(self) -> float | None:
         deadlines = [self.next_ping, self.front_restart_at,
@@ -221,15 +240,77 @@ class Supervisor:
         self.stop("SIGINT")
 
     def handle_hup(self) -> None:
-        """Reload the configuration: parsed here, once; the front applies it; a broken file changes nothing."""
+        """Reload the configuration: loaded by a child, so that this loop goes on (the watchdog,
+        tune-ins, reaping) however long its media take to probe; applied when it answers."""
+        if self.stopping:
+            return
+        if self.loader_pid is not None:
+            log.info("SIGHUP: a reload is under way: loading again when it is done")
+            self.reload_again = True
+            return
+        self.start_loader()
+
+    def start_loader(self) -> None:
         path = self.config.path
         self.notifier.reloading()
+        ours, theirs = wire.socket_pair()
+
+        def run() -> int:
+            ours.close()
+            child_process.become("config loader", "config_loader", self.pid)
+            send_loaded_config(path, theirs)
+            return 0
+
         try:
-            new = configuration.load_default() if path == configuration.BUILT_IN else configuration.load(path)
-        except configuration.ConfigError as e:
-            log.error("SIGHUP: configuration refused, keeping the running one: %s", e)
+            self.loader_pid = self.spawn("config loader", run, keep=())
+        except OSError as e:
+            ours.close()
+            log.error("SIGHUP: cannot start a config loader (%s): keeping the running configuration", e.strerror)
             self.notifier.ready()
             return
+        finally:
+            theirs.close()
+        self.loader_answer = ours
+        log.info("SIGHUP: loading %s (config loader pid %d)", path, self.loader_pid)
+
+    def loader_exited(self, how: str) -> None:
+        """Whatever the loader sent is queued by the time it has exited: read it, then decide."""
+        pid, sock = self.loader_pid, self.loader_answer
+        self.loader_pid = self.loader_answer = None
+        new, refusal = None, f"the config loader (pid {pid}) {how} before it answered"
+        try:
+            sock.setblocking(False)
+            for message, fds in wire.receive_some(sock, limit=1):
+                if isinstance(message, wire.Reload) and len(fds) == 1:
+                    new = wire.read_config(fds.pop())
+                elif isinstance(message, wire.ReloadRefused):
+                    refusal = message.reason
+                elif isinstance(message, wire.ProtocolError):
+                    refusal = f"the config loader's answer is not one: {message}"
+                for fd in fds:
+                    os.close(fd)
+        except Exception as e:  # noqa: BLE001 -- an unreadable answer is a refusal like any other
+            refusal = f"the config loader's answer cannot be read: {type(e).__name__}: {e}"
+        finally:
+            sock.close()
+        if self.stopping:
+            return
+        if new is None:
+            log.error("SIGHUP: configuration refused, keeping the running one: %s", refusal)
+            self.notifier.ready()
+        else:
+            try:
+                self.take_config(new)
+            except Exception:  # noqa: BLE001 -- the supervisor outlives any reload
+                log.exception("SIGHUP: the reload failed; running on with the configuration of %s", self.config.path)
+                self.notifier.ready()
+        if self.reload_again:
+            self.reload_again = False
+            self.start_loader()
+
+    def take_config(self, new: Config) -> None:
+        """Make a loaded configuration the running one: the front is given it, then it is ours."""
+        path = new.path
         if new.listen != self.config.listen:
             log.warning("SIGHUP: the listen address changes only on a restart")
         new = replace(new, listen=self.config.listen, user=self.config.user)
@@ -284,7 +365,7 @@ class Supervisor:
                 signal.signal(signum, signal.SIG_DFL)
             self.sel.close()
             self.notifier.close()
-            for sock in (self.wake_r, self.wake_w, self.control, self.listener):
+            for sock in (self.wake_r, self.wake_w, self.control, self.listener, self.loader_answer):
                 if sock is not None and sock not in keep:
                     sock.close()
             code = run()
@@ -377,6 +458,8 @@ class Supervisor:
                 self.front_exited(how)
             elif pid == self.ingester_pid:
                 self.ingester_exited(status, how)
+            elif pid == self.loader_pid:
+                self.loader_exited(how)
             elif pid in self.workers:
                 record = self.workers.pop(pid)
                 level = logging.INFO if status == 0 or self.stopping or record.stop_deadline else logging.WARNING
@@ -485,6 +568,6 @@ class Supervisor:
         self.notifier.close()
         signal.set_wakeup_fd(-1)
         self.sel.close()
-        for sock in (self.control, self.wake_r, self.wake_w, self.listener):
+        for sock in (self.control, self.wake_r, self.wake_w, self.listener, self.loader_answer):
             if sock is not None:
                 sock.close()

@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         log.error("bad configuration: %s", e)
         return 2
+    except Exception as e:  # noqa: BLE001 -- a file the checks did not foresee is still a bad file, not a crash
+        log.error("cannot check the configuration %s: %s: %s (the traceback is logged at --log-level debug)",
+                  args.check_config or args.config or config.BUILT_IN, type(e).__name__, e)
+        log.debug("checking the configuration failed", exc_info=True)
+        return 2
     if not args.log_level and getattr(cfg, "log_level", None):
         logs.setup(cfg.log_level)
     raise_fd_limit()
