@@ -72,7 +72,11 @@ def main(argv: list[str]) -> int:
     if bar.tty:  # the bar says which file and how far; only warnings and errors interrupt it
         logging.getLogger("ingest").setLevel(logging.WARNING)
     max_bytes = round(cfg.cache_max_gb * 1e9) if cfg.cache_max_gb else None
-    os.makedirs(directory, exist_ok=True)
+    try:
+        house_format.prepare_cache(directory)  # as the user who will own it
+    except house_format.UnsafeCache as e:
+        log.error("not ingesting: %s", e)
+        return 2
     progress = ProgressFile(directory, ChannelTally(wanted(cfg), jobs))  # a running service shows it too
     ingester = Ingester(jobs, directory, ffmpeg_binary(), max_bytes, cfg.ingest_jobs, each(bar, progress))
     try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from air_worker.ffmpeg_command import ffmpeg_binary
-from retrovue_air import child_process, house_format
+from retrovue_air import child_process, house_format, safe_files
 
 from .progress import ChannelTally, ProgressFile
 from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
@@ -87,11 +87,13 @@ class Ingester:
     # and its end: fraction 1.0, or None when it failed.
     on_progress: Callable[[IngestJob, float | None, int, int], None] = lambda job, fraction, number, total: None
     failures: list[tuple[IngestJob, str]] = field(default_factory=list)
+    # Whose temporaries these are (safe_files.create_temporary): this process's.
+    tag: str = field(default_factory=lambda: str(os.getpid()))
     done: int = 0  # files ingested so far
 
     def run(self, wake: socket.socket | None = None) -> int:
         """Ingest every job; 0 when all succeeded, 1 if any failed, 0 at once when woken (stop)."""
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
         self.remove_stale_parts()
         pending = collections.deque(self.jobs)
         running: dict[int, Running] = {}
@@ -123,22 +125,25 @@ class Ingester:
             sel.close()
 
     def start(self, job: IngestJob) -> Running:
-        name = os.path.basename(job.target)
-        temp = os.path.join(self.directory, f".{name}.{os.getpid()}.part")
+        # ffmpeg writes a file we made new, through its descriptor: given a name, it would open
+        # whatever is there by then (-y truncates, and follows a link).
+        out_fd, temp = safe_files.create_temporary(self.directory, os.path.basename(job.target), self.tag)
         progress_r, progress_w = os.pipe()
         stderr_fd = os.memfd_create("ingest-stderr", 0)
         try:
             cmd = house_format.ingest_command(self.binary, job.source, job.duration, job.has_audio, job.fmt,
-                                              temp, progress_w)
+                                              f"pipe:{out_fd}", progress_w)
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_fd,
-                                    pass_fds=(progress_w,), process_group=0,
+                                    pass_fds=(progress_w, out_fd), process_group=0,
                                     preexec_fn=child_process.exec_guard(os.getpid()))
         except BaseException:
             for fd in (progress_r, stderr_fd):
                 os.close(fd)
+            remove(temp)
             raise
         finally:
             os.close(progress_w)  # ffmpeg's now: its exit is our EOF
+            os.close(out_fd)
         os.set_blocking(progress_r, False)
         log.info("ingesting %s for channel %s (%dx%d %d fps), ffmpeg pid %d", job.source, job.channel,
                  job.fmt.width, job.fmt.height, job.fmt.fps, proc.pid)
@@ -174,7 +179,8 @@ class Ingester:
         if error is None:
             try:
                 start_time, video_start = probe_starts(r.temp)
-                house_format.write_sidecar(job.target, job.source, start_time, video_start, job.duration, job.fmt)
+                house_format.write_sidecar(job.target, job.source, start_time, video_start, job.duration, job.fmt,
+                                           self.tag)
                 os.replace(r.temp, job.target)
             except (OSError, ValueError) as e:
                 error = f"cannot store the result: {e}"
@@ -278,7 +284,11 @@ def run_ingester(config, parent_pid: int) -> int:
     directory = house_format.cache_dir(config)
     progress = None
     try:
-        os.makedirs(directory, exist_ok=True)
+        try:
+            house_format.prepare_cache(directory)
+        except house_format.UnsafeCache as e:
+            log.error("not ingesting: %s", e)
+            return 1
         jobs = work_list(config)
         progress = ProgressFile(directory, ChannelTally(wanted(config), jobs))
         if not jobs:

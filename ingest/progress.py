@@ -65,6 +65,7 @@ class ProgressFile:
 
     def write(self, running: bool) -> None:
         try:
-            ingest_progress.write(self.directory, ingest_progress.encode(os.getpid(), running, self.tally.channels()))
+            ingest_progress.write(self.directory, ingest_progress.encode(os.getpid(), running, self.tally.channels()),
+                                  str(os.getpid()))
         except OSError as e:
             log.warning("cannot write the ingest progress file in %s: %s", self.directory, e)

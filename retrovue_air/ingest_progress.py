@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 
 from retrovue_air import logs, safe_files
@@ -120,18 +119,8 @@ def decode(data: bytes, alive=lambda pid: _alive(pid)) -> IngestStatus | None:
         return None
 
 
-def write(directory: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ingest-progress-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, os.path.join(directory, PROGRESS_FILE))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def write(directory: str, data: bytes, tag: str) -> None:
+    safe_files.replace_whole(os.path.join(directory, PROGRESS_FILE), data, tag)
 
 
 def read(directory: str) -> IngestStatus | None:
