@@ -7,7 +7,7 @@ import functools
 import time
 from dataclasses import dataclass
 
-from retrovue_air import house_format, ingest_progress
+from retrovue_air import ingest_progress
 from retrovue_air.config import Config
 
 from . import metrics, presentation, responses, routes, status_page
@@ -32,7 +32,7 @@ class FrontState:
         ours = {c.id for c in self.channels if c.config.ingest}
         if not ours:
             return None
-        status = ingest_progress.read(house_format.cache_dir(self.config))
+        status = ingest_progress.read(ingest_progress.progress_path(self.config))
         if status is None:
             return None
         # /metrics labels come from this: only the channels this front serves, whatever the file lists.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from air_worker.ffmpeg_command import ffmpeg_binary
-from retrovue_air import child_process, house_format, safe_files
+from retrovue_air import child_process, house_format, ingest_progress, instance, safe_files
 
 from .progress import ChannelTally, ProgressFile
 from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
@@ -87,8 +87,8 @@ class Ingester:
     # and its end: fraction 1.0, or None when it failed.
     on_progress: Callable[[IngestJob, float | None, int, int], None] = lambda job, fraction, number, total: None
     failures: list[tuple[IngestJob, str]] = field(default_factory=list)
-    # Whose temporaries these are (safe_files.create_temporary): this process's.
-    tag: str = field(default_factory=lambda: str(os.getpid()))
+    # The instance it ingests for (instance.name): its temporaries say so, with this process's pid.
+    instance: str = "ingest"
     done: int = 0  # files ingested so far
 
     def run(self, wake: socket.socket | None = None) -> int:
@@ -123,6 +123,11 @@ class Ingester:
                 self.close(r)
                 remove(r.temp)
             sel.close()
+
+    @property
+    def tag(self) -> str:
+        """Whose a temporary is (safe_files.create_temporary): this instance's ingester, this process."""
+        return temporary_tag(self.instance, os.getpid())
 
     def start(self, job: IngestJob) -> Running:
         # ffmpeg writes a file we made new, through its descriptor: given a name, it would open
@@ -227,6 +232,10 @@ class Ingester:
                     pass
 
 
+def temporary_tag(instance: str, pid: int) -> str:
+    return f"{instance}-{pid}"
+
+
 def probe_starts(path: str) -> tuple[float, float]:
     """(the file's first timestamp, its first picture's), which the remux's cut points are relative to."""
     from retrovue_air.media_info import ffprobe_binary
@@ -290,14 +299,16 @@ def run_ingester(config, parent_pid: int) -> int:
             log.error("not ingesting: %s", e)
             return 1
         jobs = work_list(config)
-        progress = ProgressFile(directory, ChannelTally(wanted(config), jobs))
+        name = instance.name(config.state_dir, config.path)
+        progress = ProgressFile(ingest_progress.progress_path(config), ChannelTally(wanted(config), jobs),
+                                temporary_tag(name, os.getpid()))
         if not jobs:
             log.info("every file is in the cache (%s)", directory)
             return 0
         log.info("%d files to ingest into %s", len(jobs), directory)
         max_bytes = round(config.cache_max_gb * 1e9) if config.cache_max_gb else None
         ingester = Ingester(jobs, directory, ffmpeg_binary(), max_bytes, config.ingest_jobs,
-                            each(ProgressLog(), progress))
+                            each(ProgressLog(), progress), instance=name)
         code = ingester.run(wake_r)
         if code == 0 and ingester.done == len(jobs):
             log.info("all %d files ingested", len(jobs))

@@ -1,7 +1,7 @@
 """How far ingest got, per channel: written by the ingester, read by the front when it renders.
 
-A small JSON file in the cache directory, replaced whole (write, then rename) at most once a
-second and at every file's end, so a reader never sees half of one. It is the simplest channel
+A small JSON file in the cache directory, one per instance sharing it, replaced whole (write,
+then rename) at most once a second and at every file's end, so a reader never sees half of one. It is the simplest channel
 between the two that stays correct: the front only reads it when a page or /metrics asks, and
 an ingester killed without a word is told apart by its pid no longer running.
 
@@ -17,12 +17,11 @@ import logging
 import os
 from dataclasses import asdict, dataclass, fields
 
-from retrovue_air import logs, safe_files
+from retrovue_air import house_format, instance, logs, safe_files
 from retrovue_air.config import CHANNEL_ID
 
 log = logging.getLogger("ingest_progress")
 
-PROGRESS_FILE = "ingest-progress.json"
 # What the ingester writes is a few hundred bytes a channel; anything near this is not its.
 MAX_BYTES = 1 << 20
 MAX_CHANNELS = 10_000
@@ -119,13 +118,19 @@ def decode(data: bytes, alive=lambda pid: _alive(pid)) -> IngestStatus | None:
         return None
 
 
-def write(directory: str, data: bytes, tag: str) -> None:
-    safe_files.replace_whole(os.path.join(directory, PROGRESS_FILE), data, tag)
+def progress_path(config) -> str:
+    """This instance's progress file: in the cache, named for the instance (instance.name), so
+    that instances sharing the cache never show each other's ingest as their own."""
+    return os.path.join(house_format.cache_dir(config),
+                        f"ingest-progress-{instance.name(config.state_dir, config.path)}.json")
 
 
-def read(directory: str) -> IngestStatus | None:
-    """The progress in `directory`; None when there is none yet or it cannot be believed (logged)."""
-    path = os.path.join(directory, PROGRESS_FILE)
+def write(path: str, data: bytes, tag: str) -> None:
+    safe_files.replace_whole(path, data, tag)
+
+
+def read(path: str) -> IngestStatus | None:
+    """The progress in the file at path; None when there is none yet or it cannot be believed (logged)."""
     try:
         return parse(safe_files.read_regular(path, MAX_BYTES))
     except FileNotFoundError:

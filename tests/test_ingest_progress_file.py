@@ -11,7 +11,7 @@ import pytest
 import requests
 from harness import files_channel, require_tool
 
-from retrovue_air import config, house_format, ingest_progress
+from retrovue_air import config, ingest_progress, instance
 from retrovue_air.ingest_progress import ChannelIngest
 
 GOOD = {"pid": 4321, "running": True,
@@ -67,6 +67,32 @@ def test_deeply_nested_or_broken_json_is_no_progress():
         assert ingest_progress.decode(data, alive=lambda pid: True) is None, data[:20]
 
 
+# Whose progress file: instance names
+
+
+def test_an_instance_is_named_by_its_state_directory_and_configuration_and_keeps_its_name(tmp_path):
+    cfg = str(tmp_path / "a.toml")
+    first = instance.name(str(tmp_path / "state"), cfg)
+    instance.name.cache_clear()  # as a restarted service: read back from the state directory
+    assert instance.name(str(tmp_path / "state"), cfg) == first
+    assert instance.name(str(tmp_path / "other-state"), cfg) != first
+    assert instance.name(str(tmp_path / "state"), str(tmp_path / "b.toml")) != first
+    # Two machines with the same paths are two instances: the id kept in the state directory is random.
+    kept = (tmp_path / "state" / instance.ID_FILE).read_text()
+    (tmp_path / "state" / instance.ID_FILE).unlink()
+    instance.name.cache_clear()
+    assert instance.name(str(tmp_path / "state"), cfg) != first
+    assert (tmp_path / "state" / instance.ID_FILE).read_text() != kept
+
+
+def test_a_fifo_at_the_instance_id_is_not_waited_on(tmp_path):
+    (tmp_path / "state").mkdir()
+    os.mkfifo(tmp_path / "state" / instance.ID_FILE)
+    instance.name.cache_clear()
+    name = instance.name(str(tmp_path / "state"), str(tmp_path / "a.toml"))
+    assert len(name) == 16 and name == instance.name(str(tmp_path / "state"), str(tmp_path / "a.toml"))
+
+
 # The front, against a planted file
 
 
@@ -80,8 +106,7 @@ def ingest_service(service_factory, schedule_media, tmp_path, channel="tv", stat
 
 def progress_path(tmp_path) -> str:
     """Where the service of this test's config keeps its progress file."""
-    cfg = config.load(str(tmp_path / "retrovue-air.toml"))
-    return os.path.join(house_format.cache_dir(cfg), ingest_progress.PROGRESS_FILE)
+    return ingest_progress.progress_path(config.load(str(tmp_path / "retrovue-air.toml")))
 
 
 def plant(path: str, data: bytes) -> None:
@@ -127,3 +152,28 @@ def test_a_crafted_progress_file_is_no_progress_and_one_log_line(service_factory
     assert str(path) in lines[0]
     assert service.front.pid == front and service.front.is_running()
     assert "started http_front" not in "\n".join(service.lines[mark:])
+
+
+def test_two_instances_sharing_a_cache_each_show_their_own_ingest(service_factory, schedule_media, tmp_path):
+    require_tool("ffmpeg")
+    cache = tmp_path / "shared-cache"
+    cache.mkdir(mode=0o755)
+
+    def instance(name: str, *media: str):
+        text = (f'state_dir = "{tmp_path / ("state-" + name)}"\ncache_dir = "{cache}"\n'
+                + files_channel(name, *(schedule_media[m] for m in media), width=160, height=90,
+                                video_kbps=200, audio_kbps=64, ingest=True))
+        service = service_factory(config_text=text)
+        service.wait_for_log(r"the ingester exited with status 0", timeout=60)
+        return service
+    one = instance("one", "red")
+    two = instance("two", "red", "green")  # red is shared: already in, green is made
+    assert one.channels()["one"]["ingest"] == {"files": 1, "ingested": 1, "failed": 0, "current": None,
+                                               "percent": None}
+    assert two.channels()["two"]["ingest"] == {"files": 2, "ingested": 2, "failed": 0, "current": None,
+                                               "percent": None}
+    for service, other in ((one, "two"), (two, "one")):
+        metrics = requests.get(service.url("/metrics"), timeout=5).text
+        assert f'channel="{other}"' not in metrics
+    progress = [n for n in os.listdir(cache) if n.startswith("ingest-progress")]
+    assert len(progress) == 2, progress
