@@ -18,6 +18,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,15 @@ from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
 
 log = logging.getLogger("ingest")
 
-STALE_PART_SECONDS = 600  # a temporary file not written for this long was left by a killed ingester
+# The service's ingester exits 0 when every file is in, this when it went through its list but
+# some files failed (each is logged): both are done, not a crash to start it again for, since
+# the same files would fail the same way.
+SOME_FILES_FAILED = 3
+
+
+def ingester_finished(status: int) -> bool:
+    """Whether a waitpid status is an ingester that got through its list (else: it died)."""
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, SOME_FILES_FAILED)
 
 
 @dataclass
@@ -94,7 +103,7 @@ class Ingester:
     def run(self, wake: socket.socket | None = None) -> int:
         """Ingest every job; 0 when all succeeded, 1 if any failed, 0 at once when woken (stop)."""
         os.makedirs(self.directory, mode=0o755, exist_ok=True)
-        self.remove_stale_parts()
+        self.remove_leftovers()
         pending = collections.deque(self.jobs)
         running: dict[int, Running] = {}
         sel = selectors.DefaultSelector()
@@ -220,16 +229,37 @@ class Ingester:
             except OSError:
                 pass
 
-    def remove_stale_parts(self) -> None:
-        now = time.time()
+    def remove_leftovers(self) -> None:
+        """Remove what ingesters of this instance that were killed mid-file left half-made."""
+        entries = []
         for name in os.listdir(self.directory):
-            if name.startswith(".") and name.endswith(".part"):
-                path = os.path.join(self.directory, name)
-                try:
-                    if now - os.stat(path).st_mtime > STALE_PART_SECONDS:
-                        os.unlink(path)
-                except OSError:
-                    pass
+            try:
+                entries.append((name, os.lstat(os.path.join(self.directory, name))))
+            except FileNotFoundError:
+                pass
+        for name, pid in leftovers(entries, self.instance, os.geteuid(), child_process.process_exists):
+            remove(os.path.join(self.directory, name))
+            log.info("removed %s, left by ingester pid %d", name, pid)
+
+
+def leftovers(entries, instance: str, uid: int, alive) -> list[tuple[str, int]]:
+    """Of (name, lstat) in the cache, the temporaries (with the pid that made each) that are ours to remove.
+
+    Only what an ingester of this instance made (its tag: safe_files.create_temporary), as a regular
+    file of our user, in a process that is gone: another instance's ingester, or a live one of ours
+    (retrovue-air ingest beside the service), may be writing its own right now."""
+    out = []
+    for name, st in entries:
+        made = safe_files.temporary_of(name)
+        if made is None:
+            continue
+        owner, _, pid = made[1].rpartition("-")
+        if owner != instance or not (pid.isascii() and pid.isdigit()):
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or alive(int(pid)):
+            continue
+        out.append((name, int(pid)))
+    return out
 
 
 def temporary_tag(instance: str, pid: int) -> str:
@@ -312,7 +342,7 @@ def run_ingester(config, parent_pid: int) -> int:
         code = ingester.run(wake_r)
         if code == 0 and ingester.done == len(jobs):
             log.info("all %d files ingested", len(jobs))
-        return code
+        return SOME_FILES_FAILED if code else 0
     finally:
         if progress is not None:
             progress.write(running=False)

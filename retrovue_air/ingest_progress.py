@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, fields
 
-from retrovue_air import house_format, instance, logs, safe_files
+from retrovue_air import child_process, house_format, instance, logs, safe_files
 from retrovue_air.config import CHANNEL_ID
 
 log = logging.getLogger("ingest_progress")
@@ -59,7 +59,7 @@ def encode(pid: int, running: bool, channels: dict[str, ChannelIngest]) -> bytes
                        "channels": {cid: asdict(c) for cid, c in channels.items()}}).encode()
 
 
-def parse(data: bytes, alive=lambda pid: _alive(pid)) -> IngestStatus:
+def parse(data: bytes, alive=child_process.process_exists) -> IngestStatus:
     """The status in `data`; BadProgress unless it is exactly what encode() makes. A running
     ingester whose pid is gone was killed: nothing is being ingested."""
     try:
@@ -110,7 +110,7 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is an int to Python
 
 
-def decode(data: bytes, alive=lambda pid: _alive(pid)) -> IngestStatus | None:
+def decode(data: bytes, alive=child_process.process_exists) -> IngestStatus | None:
     """The status in `data`, None if it is not a well-formed progress document."""
     try:
         return parse(data, alive)
@@ -139,13 +139,3 @@ def read(path: str) -> IngestStatus | None:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         _ignored.say(f"ingest progress file {path}: {why}: showing no ingest progress")
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
