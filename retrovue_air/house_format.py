@@ -100,12 +100,15 @@ SIDECAR_MAX_BYTES = 64 * 1024
 def lookup(directory: str, source: str, fmt: HouseFormat) -> CachedFile | None:
     """The complete cache entry of `source` in `fmt`, or None (not ingested yet, or changed since).
 
-    Neither file is followed through a link: an entry is what the ingester renamed into place."""
+    An entry is what an ingester of ours renamed into place: two regular files (no link is
+    followed) owned by the user we run as (or root), never what another user put at the name."""
     try:
         path = entry_path(directory, source, fmt)
         meta = json.loads(safe_files.read_regular(path + SIDECAR, SIDECAR_MAX_BYTES))
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return None
+        ours = (os.geteuid(), 0)
+        for st in (os.lstat(path + SIDECAR), os.lstat(path)):
+            if not stat.S_ISREG(st.st_mode) or st.st_uid not in ours:
+                return None
         start_time, video_start = float(meta["start_time"]), float(meta["video_start"])
         if not (math.isfinite(start_time) and math.isfinite(video_start)):
             return None

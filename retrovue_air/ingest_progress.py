@@ -1,9 +1,10 @@
 """How far ingest got, per channel: written by the ingester, read by the front when it renders.
 
 A small JSON file in the cache directory, one per instance sharing it, replaced whole (write,
-then rename) at most once a second and at every file's end, so a reader never sees half of one. It is the simplest channel
-between the two that stays correct: the front only reads it when a page or /metrics asks, and
-an ingester killed without a word is told apart by its pid no longer running.
+then rename) at most once a second and at every file's end, so a reader never sees half of
+one. It is the simplest channel between the two that stays correct: the front only reads it
+when a page or /metrics asks, and an ingester killed without a word is told apart by its pid
+no longer running.
 
 The front reads it in its loop, from a directory others may share, so the file is data, not
 trust: read without blocking or following a link and capped (safe_files), and believed only if

@@ -233,3 +233,22 @@ def test_a_cache_entry_planted_as_links_is_not_played(shared_dir, schedule_media
         os.symlink(os.path.join(elsewhere, "x.ts"), target)
     """, target, elsewhere)
     assert house_format.lookup(cache, source, FMT) is None
+
+
+@needs_root
+def test_a_cache_entry_another_user_made_is_not_played(shared_dir, schedule_media):
+    cache = os.path.join(shared_dir, "cache")
+    os.mkdir(cache)
+    os.chmod(cache, 0o777)
+    source = str(schedule_media["red"])
+    target = house_format.entry_path(cache, source, FMT)
+    as_nobody("""
+        import json, sys
+        target = sys.argv[1]
+        with open(target + ".json", "w") as f:
+            json.dump({"start_time": 0.0, "video_start": 0.0}, f)
+        with open(target, "wb") as f:
+            f.write(b"G" * 188 * 100)  # their programme, not ours
+    """, target)
+    assert os.stat(target).st_uid == NOBODY
+    assert house_format.lookup(cache, source, FMT) is None

@@ -124,3 +124,29 @@ def test_an_ingester_killed_mid_file_is_started_again_and_its_half_made_file_rem
     assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
     assert not service.ffmpegs()
 
+
+
+def test_a_new_ingester_refuses_a_cache_loosened_since_and_ingests_once_it_is_fixed(
+        service_factory, long_programme, tmp_path):
+    require_tool("ffmpeg")
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o755)
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"\ncache_dir = "{cache}"',
+        extra=files_channel("tv", long_programme, width=640, height=360, video_kbps=1500, audio_kbps=128,
+                            ingest=True))
+    supervisor = service.supervisor.pid
+    first = int(service.wait_for_log(r"started the ingester pid (\d+)").group(1))
+    tag = temporary_tag(instance.name(str(tmp_path / "state"), str(tmp_path / "retrovue-air.toml")), first)
+    wait_until(lambda: parts(str(cache), tag), 30, "the ingester at work")
+    os.chmod(cache, 0o777)  # loosened while the service runs: checked again by each new ingester
+    mark = service.log_mark()
+    os.kill(first, signal.SIGKILL)
+    refused = service.wait_for_log(r"ingester: not ingesting: .*", start=mark)
+    os.chmod(cache, 0o755)
+    assert f"{cache} is writable by others (mode 0777)" in refused.group(0)
+    assert f"chmod go-w {cache}" in refused.group(0)
+    service.wait_for_log(r"the ingester exited with status 1: starting a new one in 1\.0 s", start=mark)
+    service.wait_for_log(rf"ingester: removed .*, left by ingester pid {first}", start=mark, timeout=10)
+    service.wait_for_log(r"ingester: ingesting .*long\.mp4", start=mark)
+    assert service.supervisor.pid == supervisor and service.proc.poll() is None
