@@ -113,9 +113,15 @@ class Ingester:
             while pending or running:
                 while pending and len(running) < self.parallel:
                     job = pending.popleft()
-                    r = self.start(job)
+                    try:
+                        r = self.start(job)
+                    except OSError as e:  # an unwritable or full cache: the job fails, not the ingester
+                        self.fail(job, f"cannot start it: {e.strerror or e}")
+                        continue
                     running[r.progress_fd] = r
                     sel.register(r.progress_fd, selectors.EVENT_READ, r)
+                if not running:
+                    continue  # every job left failed to start: nothing to wait for
                 for key, _ in sel.select():
                     if key.data is None:
                         return 0  # the supervisor says stop
@@ -200,9 +206,7 @@ class Ingester:
                 error = f"cannot store the result: {e}"
         if error is not None:
             remove(r.temp)
-            self.failures.append((job, error))
-            self.on_progress(job, None, self.number(job), len(self.jobs))
-            log.error("%s failed: %s", job.source, error)
+            self.fail(job, error)
             return
         self.done += 1
         self.on_progress(job, 1.0, self.number(job), len(self.jobs))
@@ -211,6 +215,11 @@ class Ingester:
                  size / 1e6, job.target)
         if self.max_bytes is not None:
             self.evict(keep=frozenset({job.target}))
+
+    def fail(self, job: IngestJob, error: str) -> None:
+        self.failures.append((job, error))
+        self.on_progress(job, None, self.number(job), len(self.jobs))
+        log.error("%s failed: %s", job.source, error)
 
     def number(self, job: IngestJob) -> int:
         return self.jobs.index(job) + 1
@@ -327,6 +336,9 @@ def run_ingester(config, parent_pid: int) -> int:
             house_format.prepare_cache(directory)
         except house_format.UnsafeCache as e:
             log.error("not ingesting: %s", e)
+            return 1
+        except OSError as e:
+            log.error("not ingesting: cannot make the cache directory %s: %s", directory, e.strerror)
             return 1
         jobs = work_list(config)
         name = instance.name(config.state_dir, config.path)

@@ -53,6 +53,33 @@ def test_an_ingester_removes_only_its_own_instances_temporaries_of_a_process_tha
     assert sorted(found) == sorted((name, dead) for name in list(names)[:2])
 
 
+def test_a_file_whose_temporary_cannot_be_made_fails_alone_and_the_ingester_goes_on(
+        tmp_path, schedule_media, monkeypatch):
+    require_tool("ffmpeg")
+    from air_worker.ffmpeg_command import ffmpeg_binary
+    from ingest import ingester as ingester_module
+    from ingest.ingester import Ingester
+    from ingest.work_list import IngestJob
+    from retrovue_air.house_format import HouseFormat
+
+    fmt = HouseFormat(width=160, height=90, fps=25, gop=25, video_kbps=200, audio_kbps=64)
+    cache = tmp_path / "cache"
+    jobs = [IngestJob(str(schedule_media[n]), 4.0, True, fmt, str(cache / f"{n}-x.ts"), "tv")
+            for n in ("red", "blue")]
+    real = ingester_module.safe_files.create_temporary
+
+    def full_disk_for_red(directory, name, tag):
+        if name.startswith("red-"):
+            raise OSError(28, "No space left on device")
+        return real(directory, name, tag)
+    monkeypatch.setattr(ingester_module.safe_files, "create_temporary", full_disk_for_red)
+    ingester = Ingester(jobs, str(cache), ffmpeg_binary())
+    assert ingester.run() == 1  # it does not raise: a crash would be restarted to fail the same way
+    assert [(job.source, error) for job, error in ingester.failures] == [
+        (jobs[0].source, "cannot start it: No space left on device")]
+    assert sorted(os.listdir(cache)) == ["blue-x.ts", "blue-x.ts.json"]
+
+
 # The service
 
 
