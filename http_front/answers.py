@@ -7,7 +7,7 @@ import functools
 import time
 from dataclasses import dataclass
 
-from retrovue_air import house_format, ingest_progress
+from retrovue_air import ingest_progress
 from retrovue_air.config import Config
 
 from . import metrics, presentation, responses, routes, status_page
@@ -30,9 +30,14 @@ class FrontState:
     @functools.cached_property
     def ingest(self) -> ingest_progress.IngestStatus | None:
         """Ingest progress (issue 13), read from the cache directory once per page; None if no file yet."""
-        if not any(c.config.ingest for c in self.channels):
+        ours = {c.id for c in self.channels if c.config.ingest}
+        if not ours:
             return None
-        return ingest_progress.read(house_format.cache_dir(self.config))
+        status = ingest_progress.read(ingest_progress.progress_path(self.config))
+        if status is None:
+            return None
+        # /metrics labels come from this: only the channels this front serves, whatever the file lists.
+        return dataclasses.replace(status, channels={cid: c for cid, c in status.channels.items() if cid in ours})
 
     def ingest_of(self, channel: Channel) -> dict:
         """{"ingest": how far the channel's files are} for a channel with ingest = true; else {}."""

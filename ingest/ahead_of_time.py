@@ -7,9 +7,9 @@ import logging
 import os
 import sys
 
-from retrovue_air import config as configuration, house_format
+from retrovue_air import config as configuration, house_format, ingest_progress, instance
 
-from .ingester import Ingester, each, lower_priority
+from .ingester import Ingester, each, lower_priority, temporary_tag
 from .progress import ChannelTally, ProgressFile
 from .work_list import IngestJob, wanted, work_list
 
@@ -72,9 +72,16 @@ def main(argv: list[str]) -> int:
     if bar.tty:  # the bar says which file and how far; only warnings and errors interrupt it
         logging.getLogger("ingest").setLevel(logging.WARNING)
     max_bytes = round(cfg.cache_max_gb * 1e9) if cfg.cache_max_gb else None
-    os.makedirs(directory, exist_ok=True)
-    progress = ProgressFile(directory, ChannelTally(wanted(cfg), jobs))  # a running service shows it too
-    ingester = Ingester(jobs, directory, ffmpeg_binary(), max_bytes, cfg.ingest_jobs, each(bar, progress))
+    try:
+        house_format.prepare_cache(directory)  # as the user who will own it
+    except house_format.UnsafeCache as e:
+        log.error("not ingesting: %s", e)
+        return 2
+    name = instance.name(cfg.state_dir, cfg.path)  # the service of this config's: it shows the progress too
+    progress = ProgressFile(ingest_progress.progress_path(cfg), ChannelTally(wanted(cfg), jobs),
+                            temporary_tag(name, os.getpid()))
+    ingester = Ingester(jobs, directory, ffmpeg_binary(), max_bytes, cfg.ingest_jobs, each(bar, progress),
+                        instance=name)
     try:
         code = ingester.run()
     except KeyboardInterrupt:

@@ -18,20 +18,29 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from air_worker.ffmpeg_command import ffmpeg_binary
-from retrovue_air import child_process, house_format
+from retrovue_air import child_process, house_format, ingest_progress, instance, safe_files
 
 from .progress import ChannelTally, ProgressFile
 from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
 
 log = logging.getLogger("ingest")
 
-STALE_PART_SECONDS = 600  # a temporary file not written for this long was left by a killed ingester
+# The service's ingester exits 0 when every file is in, this when it went through its list but
+# some files failed (each is logged): both are done, not a crash to start it again for, since
+# the same files would fail the same way.
+SOME_FILES_FAILED = 3
+
+
+def ingester_finished(status: int) -> bool:
+    """Whether a waitpid status is an ingester that got through its list (else: it died)."""
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, SOME_FILES_FAILED)
 
 
 @dataclass
@@ -87,12 +96,14 @@ class Ingester:
     # and its end: fraction 1.0, or None when it failed.
     on_progress: Callable[[IngestJob, float | None, int, int], None] = lambda job, fraction, number, total: None
     failures: list[tuple[IngestJob, str]] = field(default_factory=list)
+    # The instance it ingests for (instance.name): its temporaries say so, with this process's pid.
+    instance: str = "ingest"
     done: int = 0  # files ingested so far
 
     def run(self, wake: socket.socket | None = None) -> int:
         """Ingest every job; 0 when all succeeded, 1 if any failed, 0 at once when woken (stop)."""
-        os.makedirs(self.directory, exist_ok=True)
-        self.remove_stale_parts()
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        self.remove_leftovers()
         pending = collections.deque(self.jobs)
         running: dict[int, Running] = {}
         sel = selectors.DefaultSelector()
@@ -102,9 +113,15 @@ class Ingester:
             while pending or running:
                 while pending and len(running) < self.parallel:
                     job = pending.popleft()
-                    r = self.start(job)
+                    try:
+                        r = self.start(job)
+                    except OSError as e:  # an unwritable or full cache: the job fails, not the ingester
+                        self.fail(job, f"cannot start it: {e.strerror or e}")
+                        continue
                     running[r.progress_fd] = r
                     sel.register(r.progress_fd, selectors.EVENT_READ, r)
+                if not running:
+                    continue  # every job left failed to start: nothing to wait for
                 for key, _ in sel.select():
                     if key.data is None:
                         return 0  # the supervisor says stop
@@ -122,23 +139,31 @@ class Ingester:
                 remove(r.temp)
             sel.close()
 
+    @property
+    def tag(self) -> str:
+        """Whose a temporary is (safe_files.create_temporary): this instance's ingester, this process."""
+        return temporary_tag(self.instance, os.getpid())
+
     def start(self, job: IngestJob) -> Running:
-        name = os.path.basename(job.target)
-        temp = os.path.join(self.directory, f".{name}.{os.getpid()}.part")
+        # ffmpeg writes a file we made new, through its descriptor: given a name, it would open
+        # whatever is there by then (-y truncates, and follows a link).
+        out_fd, temp = safe_files.create_temporary(self.directory, os.path.basename(job.target), self.tag)
         progress_r, progress_w = os.pipe()
         stderr_fd = os.memfd_create("ingest-stderr", 0)
         try:
             cmd = house_format.ingest_command(self.binary, job.source, job.duration, job.has_audio, job.fmt,
-                                              temp, progress_w)
+                                              f"pipe:{out_fd}", progress_w)
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_fd,
-                                    pass_fds=(progress_w,), process_group=0,
+                                    pass_fds=(progress_w, out_fd), process_group=0,
                                     preexec_fn=child_process.exec_guard(os.getpid()))
         except BaseException:
             for fd in (progress_r, stderr_fd):
                 os.close(fd)
+            remove(temp)
             raise
         finally:
             os.close(progress_w)  # ffmpeg's now: its exit is our EOF
+            os.close(out_fd)
         os.set_blocking(progress_r, False)
         log.info("ingesting %s for channel %s (%dx%d %d fps), ffmpeg pid %d", job.source, job.channel,
                  job.fmt.width, job.fmt.height, job.fmt.fps, proc.pid)
@@ -174,15 +199,14 @@ class Ingester:
         if error is None:
             try:
                 start_time, video_start = probe_starts(r.temp)
-                house_format.write_sidecar(job.target, job.source, start_time, video_start, job.duration, job.fmt)
+                house_format.write_sidecar(job.target, job.source, start_time, video_start, job.duration, job.fmt,
+                                           self.tag)
                 os.replace(r.temp, job.target)
             except (OSError, ValueError) as e:
                 error = f"cannot store the result: {e}"
         if error is not None:
             remove(r.temp)
-            self.failures.append((job, error))
-            self.on_progress(job, None, self.number(job), len(self.jobs))
-            log.error("%s failed: %s", job.source, error)
+            self.fail(job, error)
             return
         self.done += 1
         self.on_progress(job, 1.0, self.number(job), len(self.jobs))
@@ -191,6 +215,11 @@ class Ingester:
                  size / 1e6, job.target)
         if self.max_bytes is not None:
             self.evict(keep=frozenset({job.target}))
+
+    def fail(self, job: IngestJob, error: str) -> None:
+        self.failures.append((job, error))
+        self.on_progress(job, None, self.number(job), len(self.jobs))
+        log.error("%s failed: %s", job.source, error)
 
     def number(self, job: IngestJob) -> int:
         return self.jobs.index(job) + 1
@@ -209,16 +238,41 @@ class Ingester:
             except OSError:
                 pass
 
-    def remove_stale_parts(self) -> None:
-        now = time.time()
+    def remove_leftovers(self) -> None:
+        """Remove what ingesters of this instance that were killed mid-file left half-made."""
+        entries = []
         for name in os.listdir(self.directory):
-            if name.startswith(".") and name.endswith(".part"):
-                path = os.path.join(self.directory, name)
-                try:
-                    if now - os.stat(path).st_mtime > STALE_PART_SECONDS:
-                        os.unlink(path)
-                except OSError:
-                    pass
+            try:
+                entries.append((name, os.lstat(os.path.join(self.directory, name))))
+            except FileNotFoundError:
+                pass
+        for name, pid in leftovers(entries, self.instance, os.geteuid(), child_process.process_exists):
+            remove(os.path.join(self.directory, name))
+            log.info("removed %s, left by ingester pid %d", name, pid)
+
+
+def leftovers(entries, instance: str, uid: int, alive) -> list[tuple[str, int]]:
+    """Of (name, lstat) in the cache, the temporaries (with the pid that made each) that are ours to remove.
+
+    Only what an ingester of this instance made (its tag: safe_files.create_temporary), as a regular
+    file of our user, in a process that is gone: another instance's ingester, or a live one of ours
+    (retrovue-air ingest beside the service), may be writing its own right now."""
+    out = []
+    for name, st in entries:
+        made = safe_files.temporary_of(name)
+        if made is None:
+            continue
+        owner, _, pid = made[1].rpartition("-")
+        if owner != instance or not (pid.isascii() and pid.isdigit()):
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or alive(int(pid)):
+            continue
+        out.append((name, int(pid)))
+    return out
+
+
+def temporary_tag(instance: str, pid: int) -> str:
+    return f"{instance}-{pid}"
 
 
 def probe_starts(path: str) -> tuple[float, float]:
@@ -278,20 +332,29 @@ def run_ingester(config, parent_pid: int) -> int:
     directory = house_format.cache_dir(config)
     progress = None
     try:
-        os.makedirs(directory, exist_ok=True)
+        try:
+            house_format.prepare_cache(directory)
+        except house_format.UnsafeCache as e:
+            log.error("not ingesting: %s", e)
+            return 1
+        except OSError as e:
+            log.error("not ingesting: cannot make the cache directory %s: %s", directory, e.strerror)
+            return 1
         jobs = work_list(config)
-        progress = ProgressFile(directory, ChannelTally(wanted(config), jobs))
+        name = instance.name(config.state_dir, config.path)
+        progress = ProgressFile(ingest_progress.progress_path(config), ChannelTally(wanted(config), jobs),
+                                temporary_tag(name, os.getpid()))
         if not jobs:
             log.info("every file is in the cache (%s)", directory)
             return 0
         log.info("%d files to ingest into %s", len(jobs), directory)
         max_bytes = round(config.cache_max_gb * 1e9) if config.cache_max_gb else None
         ingester = Ingester(jobs, directory, ffmpeg_binary(), max_bytes, config.ingest_jobs,
-                            each(ProgressLog(), progress))
+                            each(ProgressLog(), progress), instance=name)
         code = ingester.run(wake_r)
         if code == 0 and ingester.done == len(jobs):
             log.info("all %d files ingested", len(jobs))
-        return code
+        return SOME_FILES_FAILED if code else 0
     finally:
         if progress is not None:
             progress.write(running=False)

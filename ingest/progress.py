@@ -1,5 +1,5 @@
 """The ingester's account of itself: per channel, how many of its files are in the cache and which
-one is being made, kept up to date in the cache directory's progress file for the front."""
+one is being made, kept up to date in this instance's progress file in the cache for the front."""
 
 from __future__ import annotations
 
@@ -50,10 +50,10 @@ class ChannelTally:
 
 
 class ProgressFile:
-    """Writes the tally to the cache's progress file: at most once a second, and at each file's end."""
+    """Writes the tally to this instance's progress file: at most once a second, and at each file's end."""
 
-    def __init__(self, directory: str, tally: ChannelTally):
-        self.directory, self.tally = directory, tally
+    def __init__(self, path: str, tally: ChannelTally, tag: str):
+        self.path, self.tally, self.tag = path, tally, tag  # tag: whose its temporaries are
         self.written = 0.0
 
     def __call__(self, job: IngestJob, fraction: float | None, number: int, total: int) -> None:
@@ -65,6 +65,7 @@ class ProgressFile:
 
     def write(self, running: bool) -> None:
         try:
-            ingest_progress.write(self.directory, ingest_progress.encode(os.getpid(), running, self.tally.channels()))
+            ingest_progress.write(self.path, ingest_progress.encode(os.getpid(), running, self.tally.channels()),
+                                  self.tag)
         except OSError as e:
-            log.warning("cannot write the ingest progress file in %s: %s", self.directory, e)
+            log.warning("cannot write the ingest progress file %s: %s", self.path, e)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from retrovue_air import house_format
@@ -80,8 +81,10 @@ def cache_entries(directory: str) -> list[CacheEntry]:
     for name in names:
         if name.endswith(".ts") and not name.startswith("."):
             try:
-                st = os.stat(os.path.join(directory, name))
+                st = os.lstat(os.path.join(directory, name))
             except FileNotFoundError:
                 continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # not an entry the ingester renamed into place
             out.append(CacheEntry(os.path.join(directory, name), st.st_size, st.st_mtime))
     return out

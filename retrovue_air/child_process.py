@@ -43,3 +43,14 @@ def finish(code: int) -> None:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid runs (as any user): signal 0 checks without sending."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -363,6 +363,9 @@ class _Validator:
         self.media_cache.save()
         kwargs.update(self.guide_and_tuner(doc))
         channels = self.guide_numbers(channels, tables)
+        if any(c.ingest for c in channels):
+            with self.collecting():
+                self.check_cache_dir(kwargs)
         if not self.errors:
             self.errors += relay_loops(channels, kwargs.get("listen", Config.listen), self.path)
         if self.errors:
@@ -480,6 +483,23 @@ class _Validator:
                     raise self.error("ingest_jobs", "at most 16")
                 out["ingest_jobs"] = jobs
         return out
+
+    def check_cache_dir(self, kwargs: dict[str, Any]) -> None:
+        """Whoever can write the cache decides what the channels play: its entries' names are
+        predictable, so a directory others can write is refused, as ssh refuses a loose key."""
+        user = kwargs.get("user")
+        uid = pwd.getpwnam(user).pw_uid if user and os.geteuid() == 0 else os.geteuid()
+        if "cache_dir" in kwargs:
+            problem = safe_files.private_directory_problem(kwargs["cache_dir"], uid)
+            if problem:
+                raise self.error("cache_dir", problem)
+            return
+        directory = os.path.join(kwargs.get("state_dir") or default_state_dir(), "cache")
+        problem = safe_files.private_directory_problem(directory, uid)
+        if problem:
+            where = "state_dir" if "state_dir" in kwargs else "cache_dir"
+            raise ConfigError(self.path, self.line_of(where, None), where,
+                              f"{problem} (the ingest cache, {directory}, is there: cache_dir is not set)")
 
     def channel_ingest(self, t: dict[str, Any], i: int, kind: str) -> dict[str, Any]:
         """A transcoded files channel takes the top-level `ingest` unless it says otherwise."""

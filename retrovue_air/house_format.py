@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass
 
+from retrovue_air import safe_files
 from retrovue_air.config import Channel, Config
 
 AUDIO_RATE = 48000
@@ -56,6 +59,21 @@ def cache_dir(config: Config) -> str:
     return config.cache_dir or os.path.join(config.state_dir, "cache")
 
 
+class UnsafeCache(Exception):
+    """The cache directory is one others can write (the message says which, and the fix)."""
+
+
+def prepare_cache(directory: str) -> None:
+    """Make the cache directory if need be, and check that it is ours alone; UnsafeCache if not.
+
+    Checked again here, after any mkdir, as the user that writes it: the configuration was
+    checked before the privileges were dropped, and a directory made since may be someone else's."""
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    problem = safe_files.private_directory_problem(directory, os.geteuid())
+    if problem:
+        raise UnsafeCache(problem)
+
+
 def entry_name(source: str, size: int, mtime_ns: int, fmt: HouseFormat) -> str:
     """The cache file's name: readable stem, then the hash of identity and format."""
     key = hashlib.sha256(f"{source}\0{size}\0{mtime_ns}\0{fmt.digest()}".encode()).hexdigest()[:24]
@@ -76,26 +94,35 @@ class CachedFile:
     video_start: float  # its first picture's, a keyframe: the others follow every gop frames
 
 
+SIDECAR_MAX_BYTES = 64 * 1024
+
+
 def lookup(directory: str, source: str, fmt: HouseFormat) -> CachedFile | None:
-    """The complete cache entry of `source` in `fmt`, or None (not ingested yet, or changed since)."""
+    """The complete cache entry of `source` in `fmt`, or None (not ingested yet, or changed since).
+
+    An entry is what an ingester of ours renamed into place: two regular files (no link is
+    followed) owned by the user we run as (or root), never what another user put at the name."""
     try:
         path = entry_path(directory, source, fmt)
-        with open(path + SIDECAR) as f:
-            meta = json.load(f)
-        if not os.path.isfile(path):
+        meta = json.loads(safe_files.read_regular(path + SIDECAR, SIDECAR_MAX_BYTES))
+        ours = (os.geteuid(), 0)
+        for st in (os.lstat(path + SIDECAR), os.lstat(path)):
+            if not stat.S_ISREG(st.st_mode) or st.st_uid not in ours:
+                return None
+        start_time, video_start = float(meta["start_time"]), float(meta["video_start"])
+        if not (math.isfinite(start_time) and math.isfinite(video_start)):
             return None
-        return CachedFile(path, float(meta["start_time"]), float(meta["video_start"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        return CachedFile(path, start_time, video_start)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
 def write_sidecar(path: str, source: str, start_time: float, video_start: float, duration: float,
-                  fmt: HouseFormat) -> None:
-    tmp = path + SIDECAR + ".part"
-    with open(tmp, "w") as f:
-        json.dump({"source": source, "start_time": start_time, "video_start": video_start,
-                   "duration": duration, "format": asdict(fmt)}, f)
-    os.replace(tmp, path + SIDECAR)
+                  fmt: HouseFormat, tag: str) -> None:
+    """The entry's sidecar, put in place whole (safe_files.replace_whole: never through a planted link)."""
+    data = json.dumps({"source": source, "start_time": start_time, "video_start": video_start,
+                       "duration": duration, "format": asdict(fmt)}).encode()
+    safe_files.replace_whole(path + SIDECAR, data, tag)
 
 
 def ingest_command(binary: str, source: str, duration: float, has_audio: bool, fmt: HouseFormat,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 
 READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -57,3 +58,114 @@ def read_regular(path: str, max_bytes: int) -> bytes:
 def create_new(path: str, mode: int = 0o644) -> int:
     """A descriptor for writing a file that did not exist: FileExistsError if anything (a link too) is there."""
     return os.open(path, CREATE_FLAGS, mode)
+
+
+def create_temporary(directory: str, name: str, tag: str) -> tuple[int, str]:
+    """A new file for writing, `.{name}.{tag}.XXXXXXXX.part` in directory: (descriptor, path).
+
+    Its random part makes it a name nobody could have planted a link at beforehand, and
+    mkstemp opens it O_EXCL | O_NOFOLLOW (mode 0600) to make sure. `tag` says whose it is,
+    so that its maker can tell its own leftovers from anyone else's (temporary_of)."""
+    if "." in tag or "/" in tag:
+        raise ValueError(f"a temporary's tag has no dot or slash: {tag!r}")
+    return tempfile.mkstemp(dir=directory, prefix=f".{name}.{tag}.", suffix=".part")
+
+
+def temporary_of(name: str) -> tuple[str, str] | None:
+    """(the name it is for, its tag) of a name create_temporary made, else None."""
+    if not (name.startswith(".") and name.endswith(".part")):
+        return None
+    parts = name[1:-len(".part")].rsplit(".", 2)
+    if len(parts) != 3 or not all(parts):
+        return None
+    return parts[0], parts[1]
+
+
+def replace_whole(path: str, data: bytes, tag: str) -> None:
+    """Make data the content of path at once: written to a new temporary beside it, renamed over it.
+
+    rename() replaces whatever is at path, a planted link included, and never writes through
+    it; a reader sees the old file or the new one, never half of one."""
+    fd, tmp = create_temporary(os.path.dirname(path) or ".", os.path.basename(path), tag)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def private_directory_problem(path: str, uid: int) -> str | None:
+    """What lets someone other than uid (and root) change what is in directory path, or None.
+
+    Decided as ssh decides for a key: the directory must be owned by uid or root and writable by
+    neither its group nor others; each directory above it owned by uid or root and writable by
+    others only with the sticky bit (as /tmp is: then nobody can rename away what is not theirs);
+    each symbolic link on the way owned by uid or root. A directory not made yet is judged by the
+    one it will be made in. The answer names the directory, its mode, and the command that fixes it.
+    """
+    given = os.path.abspath(path)
+    real = os.path.realpath(given)
+    itself = real if _lstat(real) is not None else None
+    seen: set[str] = set()
+    # The directory itself first (the usual mistake), then what is above it, nearest first.
+    for candidate in [itself, *_parents(real), *_parents(given), given]:
+        if candidate is None or candidate in seen:
+            continue
+        seen.add(candidate)
+        try:
+            st = _lstat(candidate)
+        except OSError as e:
+            return f"cannot check {candidate}: {e.strerror}"
+        if st is None:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid not in (uid, 0):
+                return (f"{candidate} is a symbolic link owned by {_user(st.st_uid)}, who can point it anywhere: "
+                        f"name the directory it leads to instead, or `chown -h {_user(uid)} {candidate}`")
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{candidate} is not a directory"
+        if st.st_uid not in (uid, 0):
+            return (f"{candidate} is owned by {_user(st.st_uid)}, not {_user(uid)}: whoever owns it decides "
+                    f"what is in it; fix it with `chown {_user(uid)} {candidate}`")
+        loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if not loose:
+            continue
+        who = "others" if st.st_mode & stat.S_IWOTH else "its group"
+        mode = stat.S_IMODE(st.st_mode)
+        if candidate == itself:
+            return (f"{candidate} is writable by {who} (mode {mode:04o}): whoever can write it decides what "
+                    f"the channels play; fix it with `chmod go-w {candidate}`")
+        if not st.st_mode & stat.S_ISVTX:
+            return (f"{candidate}, above {real}, is writable by {who} (mode {mode:04o}) without the sticky bit: "
+                    f"they can put a directory of their own in its place; fix it with `chmod go-w {candidate}`")
+    return None
+
+
+def _parents(path: str) -> list[str]:
+    out = []
+    while (parent := os.path.dirname(path)) != path:
+        out.append(parent)
+        path = parent
+    return out
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

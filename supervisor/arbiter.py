@@ -21,10 +21,11 @@ import prctl
 from air_worker.ffmpeg_command import ffmpeg_binary, ffmpeg_version
 from air_worker.worker import run_air_worker
 from http_front.front import run_front
-from ingest.ingester import run_ingester
+from ingest.ingester import SOME_FILES_FAILED, ingester_finished, run_ingester
 from retrovue_air import child_process, config as configuration, wire
 from retrovue_air.config import Config, MediaFiles
 
+from .backoff import Backoff
 from .sd_notify import Notifier
 
 log = logging.getLogger("supervisor")
@@ -35,6 +36,9 @@ LISTEN_BACKLOG = 4096
 # A worker told to stop (SIGTERM) that has not exited after this is killed: one stopped
 # by a debugger or stuck in the kernel would otherwise hold its channel forever.
 STOP_GRACE_SECONDS = 3.0
+# An ingester that died is started again after 0.5 s, 1 s, 2 s... at most a minute: each start
+# transcodes its current file from the beginning, which a crash loop must not do flat out.
+INGESTER_BACKOFF = dict(first=0.5, most=60.0, reset_after=60.0)
 
 
 @dataclass
@@ -142,6 +146,9 @@ class Supervisor:
         self.loader_pid: int | None = None
         self.loader_answer: socket.socket | None = None
         self.reload_again = False  # SIGHUP while loading: the file may have changed again
+        self.ingester_started = 0.0
+        self.ingester_restart_at: float | None = None  # it died: a new one then
+        self.ingester_backoff = Backoff(**INGESTER_BACKOFF)
 
     # The loop
 
@@ -187,7 +194,7 @@ class Supervisor:
                 + ([self.ingester_pid] if self.ingester_pid else []) + ([self.loader_pid] if self.loader_pid else []))
 
     def timeout(self) -> float | None:
-        deadlines = [self.next_ping, self.front_restart_at,
+        deadlines = [self.next_ping, self.front_restart_at, self.ingester_restart_at,
                      self.shutdown_deadline if self.stopping else None,
                      *(w.stop_deadline for w in self.workers.values())]
         due = [d for d in deadlines if d is not None]
@@ -223,6 +230,9 @@ class Supervisor:
         if self.front_restart_at is not None and now >= self.front_restart_at and not self.stopping:
             self.front_restart_at = None
             self.spawn_front()
+        if self.ingester_restart_at is not None and now >= self.ingester_restart_at and not self.stopping:
+            self.ingester_restart_at = None
+            self.spawn_ingester()
 
     def handle_signal(self, signum: int) -> None:
         name = {signal.SIGCHLD: "chld", signal.SIGTERM: "term", signal.SIGINT: "int",
@@ -470,7 +480,7 @@ class Supervisor:
                 # We are a subreaper: an orphaned grandchild (an ffmpeg whose worker died) lands here.
                 log.info("reaped orphan pid %d (%s)", pid, how)
 
-    # The ingester (issue 13): one at a time, while a channel wants ingest
+    # The ingester: one at a time, while a channel wants ingest; started again if it dies
 
     def spawn_ingester(self) -> None:
         if self.stopping or self.ingester_pid is not None or not any(c.ingest for c in self.config.channels):
@@ -480,15 +490,20 @@ class Supervisor:
         def run() -> int:
             return run_ingester(config, self.pid)
 
+        self.ingester_started = time.monotonic()
         try:
             self.ingester_pid = self.spawn("ingester", run, keep=())
         except OSError as e:
-            log.error("cannot start the ingester: %s", e.strerror)
+            delay = self.ingester_backoff.next_delay(ran_for=0.0)
+            log.error("cannot start the ingester (%s): trying again in %.1f s", e.strerror, delay)
+            self.ingester_restart_at = time.monotonic() + delay
             return
         log.info("started the ingester pid %d", self.ingester_pid)
 
     def restart_ingester(self) -> None:
         """A new config may list new files or formats: a new ingester works from it."""
+        self.ingester_backoff.reset()
+        self.ingester_restart_at = None  # a wait after a crash is over: the new config starts now
         if self.ingester_pid is None:
             self.spawn_ingester()
         else:
@@ -497,10 +512,21 @@ class Supervisor:
 
     def ingester_exited(self, status: int, how: str) -> None:
         self.ingester_pid = None
-        log.log(logging.INFO if status == 0 or self.stopping else logging.WARNING, "the ingester %s", how)
         if self.ingest_again:
             self.ingest_again = False
+            log.info("the ingester %s", how)
             self.spawn_ingester()
+        elif self.stopping or ingester_finished(status):
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == SOME_FILES_FAILED:
+                log.warning("the ingester finished; some files could not be ingested (the log says which): "
+                            "their channels transcode them live")
+            else:
+                log.info("the ingester %s", how)
+        else:
+            # Killed, or crashed: what it had not finished is still to do.
+            delay = self.ingester_backoff.next_delay(ran_for=time.monotonic() - self.ingester_started)
+            log.warning("the ingester %s: starting a new one in %.1f s", how, delay)
+            self.ingester_restart_at = time.monotonic() + delay
 
     def front_exited(self, how: str) -> None:
         self.front_pid = None

@@ -46,3 +46,25 @@ def test_create_new_never_writes_through_a_planted_link(tmp_path):
     fd = safe_files.create_new(str(tmp_path / "new"))
     os.close(fd)
     assert (tmp_path / "new").exists()
+
+
+def test_a_temporary_is_new_private_and_says_whose_it_is(tmp_path):
+    fd, path = safe_files.create_temporary(str(tmp_path), "red-abc.ts", "k1-42")
+    os.close(fd)
+    name = os.path.basename(path)
+    assert name.startswith(".red-abc.ts.k1-42.") and name.endswith(".part")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert safe_files.temporary_of(name) == ("red-abc.ts", "k1-42")
+    for other in (".red-abc.ts.part", "red-abc.ts", ".x..part", ".ingest-progress-abc.part"):
+        assert safe_files.temporary_of(other) is None, other
+    with pytest.raises(ValueError):
+        safe_files.create_temporary(str(tmp_path), "a", "has.dot")
+
+
+def test_replace_whole_replaces_a_planted_link_instead_of_writing_through_it(tmp_path):
+    (tmp_path / "victim").write_bytes(b"keep")
+    os.symlink(tmp_path / "victim", tmp_path / "out.json")
+    safe_files.replace_whole(str(tmp_path / "out.json"), b"new", "t")
+    assert (tmp_path / "victim").read_bytes() == b"keep"
+    assert not os.path.islink(tmp_path / "out.json") and (tmp_path / "out.json").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["out.json", "victim"]  # no temporary left
