@@ -316,3 +316,25 @@ def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, fr
         "-f", "s16le", f"pipe:{audio_fd}",
     ]
     return cmd
+
+
+def slate_command(channel: Channel, binary: str, title: str, frames: int, samples: int,
+                  video_fd: int, audio_fd: int, font: str | None) -> list[str]:
+    """What covers an airing that cannot play, as exactly `frames` pictures and `samples` of silence:
+    the channel's name, the programme's title and "back shortly", white on black."""
+    w, h = channel.width, channel.height
+    video = f"color=c=black:s={w}x{h}:r={channel.fps}"
+    if font:
+        # Text in the upper half: the picture's lower part stays black, a slate at a glance.
+        lines = ((safe_caption(channel.name), "h/10", "h*0.22"), (safe_caption(title), "h/14", "h*0.36"),
+                 ("back shortly", "h/14", "h*0.46"))
+        for text, size, y in lines:
+            video += (f",drawtext=fontfile={font}:text={text}:fontsize={size}:fontcolor=white"
+                      f":x=(w-tw)/2:y={y}:expansion=none")
+    return [
+        binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+        "-f", "lavfi", "-i", f"{video},format=yuv420p,trim=end_frame={frames}",
+        "-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample={samples}",
+        "-map", "0:v", "-fps_mode", "passthrough", "-f", "rawvideo", f"pipe:{video_fd}",
+        "-map", "1:a", "-c:a", "pcm_s16le", "-f", "s16le", f"pipe:{audio_fd}",
+    ]

@@ -34,6 +34,9 @@ class Programme:
     season: int | None = None
     description: str = ""
     category: str = ""
+    # (size, mtime_ns) of the file when it was probed: a file that differs now has changed since,
+    # and its duration is no longer known. Not part of equality: the same programme, touched.
+    identity: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+"""How much of a programme's file can play now, looked at just before it airs.
+
+The schedule was laid from each file's probe when the configuration was loaded; the file may
+have been deleted, made unreadable or replaced since. A file still as it was probed (same
+size and mtime) is taken at its word without opening it; a changed one is probed again, once
+per version. The answer is a length, so that the caller covers what is missing on the clock
+instead of letting the channel run ahead of its guide.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from retrovue_air import media_info
+from retrovue_air.schedule import Programme
+
+
+@dataclass(frozen=True)
+class Playable:
+    seconds: float  # of the file, from its start, that can play (0: none)
+    why: str = ""  # why not all the schedule counted on, for the log
+
+
+class FileChecks:
+    def __init__(self, probe=media_info.probe):
+        self._probe = probe
+        self._probed: dict[tuple[str, int, int], Playable] = {}
+
+    def playable(self, programme: Programme) -> Playable:
+        path = programme.path
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            what = "missing" if e.errno == errno.ENOENT else "unreadable"
+            return Playable(0.0, f"{path} is {what} ({e.strerror})")
+        if not stat.S_ISREG(st.st_mode):
+            return Playable(0.0, f"{path} is no longer a regular file")
+        if not os.access(path, os.R_OK):
+            return Playable(0.0, f"{path} is unreadable (permission denied)")
+        if programme.identity is None or programme.identity == (st.st_size, st.st_mtime_ns):
+            return Playable(programme.duration)
+        key = (path, st.st_size, st.st_mtime_ns)
+        if key not in self._probed:
+            self._probed[key] = self._reprobe(programme)
+        return self._probed[key]
+
+    def _reprobe(self, programme: Programme) -> Playable:
+        try:
+            info = self._probe(programme.path)
+        except media_info.ProbeError as e:
+            return Playable(0.0, f"{programme.path} changed since it was probed and cannot be read: {e}")
+        if info.duration < programme.duration:
+            return Playable(info.duration, f"{programme.path} changed since it was probed: now {info.duration:.1f} s "
+                                           f"of the {programme.duration:.1f} s scheduled")
+        return Playable(programme.duration)

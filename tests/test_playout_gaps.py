@@ -1,0 +1,85 @@
+"""What plays when a file cannot: the guide's slots hold, a slate covers a missing airing, a silent
+stream still finds the viewers who left, and a file too short to be worth a decoder costs none."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import time
+
+import schedule_media as media
+from harness import Reader, files_channel, require_tool, wait_until
+from test_scheduled_playout import decoded_frames
+from ts_packets_check import strict_ts_problems
+
+from retrovue_air import config
+
+SLATE_LUMA_BELOW = 28  # the slate's body is black (16); the darkest item, blue, is 41
+
+
+def shown(luma: float) -> str:
+    return "slate" if luma < SLATE_LUMA_BELOW else media.which_item(luma).name
+
+
+def guide_mismatches(frames, rate: float, wall0: float, schedule, names: dict[str, str],
+                     slated: set[str] = frozenset(), margin: float = 0.3) -> tuple[list, int]:
+    """Frames (at `rate` a second from the wall time wall0) whose picture is not what the guide
+    has on at that moment; frames within `margin` of a change are not judged. Also how many were."""
+    bad, judged = [], 0
+    for i, (luma, _) in enumerate(frames):
+        t = wall0 + i / rate
+        on = schedule.airing_at(t)
+        if t - on.start < margin or on.end - t < margin:
+            continue
+        judged += 1
+        expected = "slate" if on.programme.path in slated else names[on.programme.path]
+        if shown(luma) != expected:
+            bad.append((round(t - wall0, 2), shown(luma), expected))
+    return bad, judged
+
+
+def epoch_in(seconds: float) -> str:
+    return '"' + dt.datetime.fromtimestamp(time.time() + seconds, dt.timezone.utc).isoformat() + '"'
+
+
+def test_a_file_deleted_while_the_channel_plays_is_covered_by_a_slate_and_the_rest_stays_on_the_guide(
+        service_factory, schedule_media, tmp_path):
+    ffmpeg = require_tool("ffmpeg")
+    order = ["red", "green", "blue", "yellow"]
+    copies = {name: tmp_path / schedule_media[name].name for name in order}
+    for name, path in copies.items():
+        shutil.copy(schedule_media[name], path)
+    # No cold-start burst: the decoders then run at most ~2.5 s ahead of the clock, so blue's
+    # (8 s after red's start) has not started when blue is deleted.
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"',
+        extra=files_channel("tv", *copies.values(), video_kbps=400, audio_kbps=64, width=320, height=180,
+                            join_burst_seconds=0, schedule_epoch=epoch_in(4)))
+    schedule = config.load(str(tmp_path / "retrovue-air.toml")).channel("tv").source.schedule
+    names = {str(path): name for name, path in copies.items()}
+    wait_until(lambda: names[schedule.airing_at(time.time()).programme.path] == "red"
+               and time.time() - schedule.airing_at(time.time()).start < 0.5, 25, "red's first half second")
+    mark = service.log_mark()
+    tuned_in = time.time()
+    expected = schedule.airing_at(tuned_in)
+    reader = Reader(service, "tv", keep=True)
+    reader.start()
+    wait_until(lambda: reader.count > 0, 15, "the first stream bytes")
+    copies["blue"].unlink()
+    # Two loops: the airing after them is the ninth put on air.
+    wait_until(lambda: len(re.findall(r"channel tv: (on air|slate)", "\n".join(service.lines[mark:]))) >= 9,
+               45, "two loops on air")
+    body = reader.finish()
+
+    [(luma, offset)] = decoded_frames(ffmpeg, body)
+    assert shown(luma) == "red", luma
+    wall0 = expected.start + offset
+    rate = 4
+    frames = decoded_frames(ffmpeg, body, rate=rate)
+    bad, judged = guide_mismatches(frames, rate, wall0, schedule, names, slated={str(copies["blue"])})
+    print(f"{judged - len(bad)} of {judged} quarter-second frames as the guide says")
+    assert judged > 20 * rate and not bad, bad[:20]
+    assert strict_ts_problems(body) == []
+    service.wait_for_log(r"channel tv: slate for Blue Show .*blue\.mp4.*(missing|No such file)", start=mark)
+    service.wait_idle(timeout=10)

@@ -1,0 +1,87 @@
+"""What a scheduled channel puts in each slot when its file cannot fill it, decided without a process."""
+
+from __future__ import annotations
+
+import os
+
+from air_worker.ffmpeg_command import slate_command
+from air_worker.file_check import FileChecks, Playable
+from air_worker.playout import Piece, pieces
+from retrovue_air import media_info
+from retrovue_air.config import Channel, MediaFiles
+from retrovue_air.schedule import Airing, Programme
+
+SHOW = Programme("/m/show.mkv", 600.0, "Show")
+
+
+def test_a_whole_file_fills_its_slot_from_the_streams_start():
+    on = Airing(SHOW, 1000.0, 1600.0, 0.0)
+    assert pieces(on, 1100.0, Playable(600.0)) == [Piece(on, 1100.0, 1600.0, 100.0)]
+    assert pieces(on, 900.0, Playable(600.0)) == [Piece(on, 1000.0, 1600.0, 0.0)]
+
+
+def test_a_missing_file_is_a_slate_of_exactly_its_slot():
+    on = Airing(SHOW, 1000.0, 1600.0, 0.0)
+    assert pieces(on, 1100.0, Playable(0.0, "gone")) == [Piece(on, 1100.0, 1600.0, 100.0, "gone")]
+
+
+def test_a_file_shorter_than_scheduled_plays_then_a_slate_covers_the_rest_of_its_slot():
+    on = Airing(SHOW, 1000.0, 1600.0, 0.0)
+    assert pieces(on, 1000.0, Playable(250.0, "short")) == [
+        Piece(on, 1000.0, 1250.0, 0.0), Piece(on, 1250.0, 1600.0, 250.0, "short")]
+    late = pieces(on, 1300.0, Playable(250.0, "short"))  # tuned in after the file ran out
+    assert late == [Piece(on, 1300.0, 1600.0, 300.0, "short")]
+    resumed = Airing(SHOW, 2000.0, 2300.0, 300.0)  # the loop resuming mid-file after a block
+    assert pieces(resumed, 2000.0, Playable(400.0, "short")) == [
+        Piece(resumed, 2000.0, 2100.0, 300.0), Piece(resumed, 2100.0, 2300.0, 400.0, "short")]
+
+
+def test_a_shortfall_under_a_second_is_left_to_the_held_last_picture():
+    on = Airing(SHOW, 1000.0, 1600.0, 0.0)
+    assert pieces(on, 1000.0, Playable(599.5, "short")) == [Piece(on, 1000.0, 1600.0, 0.0)]
+
+
+def test_a_file_is_checked_against_its_probe_and_probed_again_only_when_it_changed(tmp_path):
+    path = tmp_path / "a.ts"
+    path.write_bytes(b"x" * 100)
+    st = os.stat(path)
+    programme = Programme(str(path), 60.0, "A", identity=(st.st_size, st.st_mtime_ns))
+    probes = []
+
+    def probe(p):
+        probes.append(p)
+        return media_info.MediaInfo(duration=12.0, has_audio=True)
+
+    files = FileChecks(probe)
+    assert files.playable(programme) == Playable(60.0) and probes == []
+    path.write_bytes(b"x" * 50)  # truncated while the service runs
+    short = files.playable(programme)
+    assert short.seconds == 12.0 and str(path) in short.why and "12.0 s of the 60.0 s" in short.why
+    assert files.playable(programme) == short and len(probes) == 1  # once per version of the file
+    path.unlink()
+    gone = files.playable(programme)
+    assert gone.seconds == 0.0 and "missing" in gone.why and str(path) in gone.why
+    os.mkdir(path)
+    assert files.playable(programme).seconds == 0.0
+
+
+def test_a_changed_file_ffprobe_cannot_read_plays_nothing(tmp_path):
+    path = tmp_path / "a.ts"
+    path.write_bytes(b"x")
+
+    def probe(p):
+        raise media_info.ProbeError("ffprobe cannot read it: Invalid data found")
+
+    checked = FileChecks(probe).playable(Programme(str(path), 60.0, "A", identity=(99, 0)))
+    assert checked.seconds == 0.0 and "Invalid data" in checked.why
+
+
+def test_the_slate_is_exact_frames_and_samples_of_black_with_the_names_and_no_free_text():
+    channel = Channel("tv", "Tv: it's [on]", MediaFiles(()), width=320, height=180, fps=30)
+    cmd = slate_command(channel, "ffmpeg", "Film; 'x'", 90, 144000, 7, 8, "/f.ttf")
+    video, audio = cmd[cmd.index("-i") + 1], cmd[len(cmd) - cmd[::-1].index("-i")]
+    assert video.startswith("color=c=black:s=320x180:r=30,") and video.endswith("trim=end_frame=90")
+    assert "text=Tv it s on:" in video and "text=Film x:" in video and "text=back shortly:" in video
+    assert audio == "anullsrc=r=48000:cl=stereo,atrim=end_sample=144000"
+    assert "pipe:7" in cmd and "pipe:8" in cmd
+    assert "drawtext" not in " ".join(slate_command(channel, "ffmpeg", "Film", 1, 1, 7, 8, None))
