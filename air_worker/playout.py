@@ -22,14 +22,13 @@ import logging
 import os
 import subprocess
 import time
-from dataclasses import dataclass
 
 from retrovue_air import child_process
 from retrovue_air.config import Channel
 from retrovue_air.schedule import Airing
 
 from .ffmpeg_command import AUDIO_RATE, decoder_command, font_file, slate_command
-from .file_check import FileChecks, Playable
+from .slots import FileChecks, Piece, pieces
 
 log = logging.getLogger("air_worker")
 
@@ -45,35 +44,6 @@ def raw_pipe() -> tuple[int, int]:
     except OSError:
         pass  # a smaller pipe only means more, shorter writes
     return read_end, write_end
-
-
-# A shortfall shorter than this is left to the decoder, which holds the file's last picture and
-# pads with silence: a slate that flashes up for a moment says less than a held picture.
-SLATE_MIN_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A stretch of one airing on the wall clock, decoded from its file or covered by a slate."""
-    airing: Airing
-    start: float  # unix time
-    end: float
-    inpoint: float  # seconds into the file at `start`
-    slate: str | None = None  # why a slate covers it instead
-
-
-def pieces(airing: Airing, stream_start: float, playable: Playable) -> list[Piece]:
-    """What airs in the airing's slot (from the stream's start): as much of its file as can play,
-    then a slate of exactly what is missing, so that the next airing starts on the guide's second."""
-    begin = max(airing.start, stream_start)
-    inpoint = airing.inpoint + begin - airing.start
-    file_ends = airing.start - airing.inpoint + playable.seconds  # when its file runs out, on the clock
-    if file_ends >= airing.end - SLATE_MIN_SECONDS:
-        return [Piece(airing, begin, airing.end, inpoint)]
-    if file_ends <= begin:
-        return [Piece(airing, begin, airing.end, inpoint, playable.why)]
-    return [Piece(airing, begin, file_ends, inpoint),
-            Piece(airing, file_ends, airing.end, playable.seconds, playable.why)]
 
 
 class Playout:

@@ -10,6 +10,9 @@ import time
 
 import schedule_media as media
 from harness import Reader, files_channel, require_tool, wait_until
+import os
+import subprocess
+from pathlib import Path
 from test_scheduled_playout import decoded_frames
 from ts_packets_check import strict_ts_problems
 
@@ -23,17 +26,19 @@ def shown(luma: float) -> str:
 
 
 def guide_mismatches(frames, rate: float, wall0: float, schedule, names: dict[str, str],
-                     slated: set[str] = frozenset(), margin: float = 0.3) -> tuple[list, int]:
+                     slated: dict[str, float] = {}, margin: float = 0.3) -> tuple[list, int]:
     """Frames (at `rate` a second from the wall time wall0) whose picture is not what the guide
-    has on at that moment; frames within `margin` of a change are not judged. Also how many were."""
+    has on at that moment, or the slate where `slated` says (path: seconds into the airing it
+    starts at); frames within `margin` of a change are not judged. Also how many were."""
     bad, judged = [], 0
     for i, (luma, _) in enumerate(frames):
         t = wall0 + i / rate
         on = schedule.airing_at(t)
-        if t - on.start < margin or on.end - t < margin:
+        slate_at = on.start + slated.get(on.programme.path, on.end - on.start)
+        if min(abs(t - on.start), abs(t - on.end), abs(t - slate_at)) < margin:
             continue
         judged += 1
-        expected = "slate" if on.programme.path in slated else names[on.programme.path]
+        expected = "slate" if t >= slate_at else names[on.programme.path]
         if shown(luma) != expected:
             bad.append((round(t - wall0, 2), shown(luma), expected))
     return bad, judged
@@ -77,9 +82,64 @@ def test_a_file_deleted_while_the_channel_plays_is_covered_by_a_slate_and_the_re
     wall0 = expected.start + offset
     rate = 4
     frames = decoded_frames(ffmpeg, body, rate=rate)
-    bad, judged = guide_mismatches(frames, rate, wall0, schedule, names, slated={str(copies["blue"])})
+    bad, judged = guide_mismatches(frames, rate, wall0, schedule, names, slated={str(copies["blue"]): 0.0})
     print(f"{judged - len(bad)} of {judged} quarter-second frames as the guide says")
     assert judged > 20 * rate and not bad, bad[:20]
     assert strict_ts_problems(body) == []
     service.wait_for_log(r"channel tv: slate for Blue Show .*blue\.mp4.*(missing|No such file)", start=mark)
+    service.wait_idle(timeout=10)
+
+
+def make_clip(ffmpeg: str, path: Path, seconds: float, like: str) -> Path:
+    """An H.264 + AAC MPEG-TS in the colour of schedule item `like`, its strip ramping over `seconds`."""
+    item = next(i for i in media.ITEMS if i.name == like)
+    cb, cr = media.CHROMA[like]
+    rows = media.STRIP_ROWS
+    ramp = (f"geq=lum='if(lt(Y,H*{rows}),16+219*T/{seconds},{item.luma})'"
+            f":cb='if(lt(Y,H*{rows}),128,{cb})':cr='if(lt(Y,H*{rows}),128,{cr})'")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", f"color=c=black:s=320x180:r=25:d={seconds},"
+                    f"format=yuv420p,{ramp}", "-f", "lavfi", "-i", f"sine=frequency={item.tone}:d={seconds}",
+                    "-ac", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-c:a", "aac",
+                    "-shortest", "-metadata", f"title={like.title()} Show", "-f", "mpegts", str(path)],
+                   check=True, timeout=120)
+    return path
+
+
+def test_a_remuxed_file_cut_short_after_its_probe_is_covered_by_a_slate_and_the_next_airs_on_its_second(
+        service_factory, tmp_path):
+    ffmpeg = require_tool("ffmpeg")
+    red = make_clip(ffmpeg, tmp_path / "red.ts", 20.0, "red")
+    cyan = make_clip(ffmpeg, tmp_path / "cyan.ts", 4.0, "cyan")
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"',
+        extra=files_channel("copy", red, cyan, transcode=False, schedule_epoch=epoch_in(7)))
+    schedule = config.load(str(tmp_path / "retrovue-air.toml")).channel("copy").source.schedule
+    # Probed at 20 s; now only its first 3 s are left.
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(red), "-t", "3", "-c", "copy", "-f", "mpegts",
+                    str(tmp_path / "short.ts")], check=True, timeout=60)
+    os.replace(tmp_path / "short.ts", red)
+    names = {str(red): "red", str(cyan): "cyan"}
+    wait_until(lambda: names[schedule.airing_at(time.time()).programme.path] == "red"
+               and 1.0 <= time.time() - schedule.airing_at(time.time()).start <= 1.5, 30, "red at 1 s")
+    mark = service.log_mark()
+    on = schedule.airing_at(time.time())
+    reader = Reader(service, "copy", keep=True)
+    reader.start()
+    after = schedule.airing_at(on.end)
+    burst = 6.0  # join_burst_seconds: the remux makes that much at once, then runs in real time
+    wait_until(lambda: time.time() > after.end - burst + 1.5, 40, "cyan sent whole, by the schedule's clock")
+    body = reader.finish()
+    print(f"longest wait between two reads: {reader.longest_gap:.2f} s over {len(body)} bytes")
+
+    [(luma, strip)] = decoded_frames(ffmpeg, body)
+    assert shown(luma) == "red", luma
+    rate = 4
+    wall0 = on.start + strip * 20.0 / media.SECONDS  # red's ramp runs over its 20 s
+    frames = decoded_frames(ffmpeg, body, rate=rate)
+    bad, judged = guide_mismatches(frames, rate, wall0, schedule, names, slated={str(red): 3.0})
+    print(f"{judged - len(bad)} of {judged} quarter-second frames as the guide says")
+    assert judged > 18 * rate and not bad, bad[:20]
+    assert reader.longest_gap < 1.0
+    assert strict_ts_problems(body) == []
+    service.wait_for_log(r"channel copy: .*slate.*red\.ts changed since it was probed", start=mark)
     service.wait_idle(timeout=10)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from air_worker.ffmpeg_command import slate_command
-from air_worker.file_check import FileChecks, Playable
-from air_worker.playout import Piece, pieces
+from air_worker.slots import FileChecks, Piece, Playable, pieces
 from retrovue_air import media_info
 from retrovue_air.config import Channel, MediaFiles
 from retrovue_air.schedule import Airing, Programme
@@ -85,3 +84,41 @@ def test_the_slate_is_exact_frames_and_samples_of_black_with_the_names_and_no_fr
     assert audio == "anullsrc=r=48000:cl=stereo,atrim=end_sample=144000"
     assert "pipe:7" in cmd and "pipe:8" in cmd
     assert "drawtext" not in " ".join(slate_command(channel, "ffmpeg", "Film", 1, 1, 7, 8, None))
+
+
+def test_the_remux_playlist_lists_a_slate_clip_as_often_as_its_gap_needs_and_keeps_every_time():
+    from air_worker.ffmpeg_command import remux_list
+    from air_worker.remux_slate import SlateClip
+
+    on, after = Airing(SHOW, 1000.0, 1600.0, 0.0), Airing(Programme("/m/b.ts", 30.0, "B"), 1600.0, 1630.0)
+    parts = [*pieces(on, 1000.0, Playable(595.0, "short")), *pieces(after, 1000.0, Playable(0.0, "gone"))]
+    clip = SlateClip(9, "/dev/fd/9", 0.1, 2.0)
+    text = remux_list(parts, {SHOW.path: 1.4}, {"Show": clip, "B": clip})
+    assert text.startswith("ffconcat version 1.0\nfile '/m/show.mkv'\noutpoint 596.400000\nduration 595.000000\n"
+                           "file '/dev/fd/9'\noutpoint 2.100000\nduration 2.000000\n")
+    durations = [float(line.split()[1]) for line in text.splitlines() if line.startswith("duration")]
+    assert abs(sum(durations) - 630.0) < 1e-6 and len(durations) == 1 + 3 + 15  # 5 s and 30 s of 2 s clips
+    assert text.count("file '/dev/fd/9'") == 18 and "outpoint 1.100000\nduration 1.000000\n" in text
+    # No clip (a codec we cannot encode): the gap is silence, the next entry still on its time.
+    silent = remux_list(parts, {SHOW.path: 1.4}, {})
+    assert silent == ("ffconcat version 1.0\nfile '/m/show.mkv'\noutpoint 596.400000\nduration 630.000000\n")
+
+
+def test_a_remux_slate_is_encoded_like_the_files_it_stands_in_for():
+    from air_worker.ffmpeg_command import slate_clip_command
+    from air_worker.remux_slate import StreamFormat, parse_stream_format
+
+    fmt = parse_stream_format('{"streams": [{"codec_type": "video", "codec_name": "h264", "width": 1920, '
+                              '"height": 1080, "r_frame_rate": "30000/1001", "pix_fmt": "yuv420p"}, '
+                              '{"codec_type": "audio", "codec_name": "ac3", "sample_rate": "48000", "channels": 6}]}')
+    assert fmt == StreamFormat(("h264", 1920, 1080, "30000/1001", "yuv420p"), ("ac3", 48000, 6))
+    assert parse_stream_format('{"streams": []}') is None and parse_stream_format("junk") is None
+    channel = Channel("tv", "TV", MediaFiles(()))
+    cmd = " ".join(slate_clip_command(channel, "ffmpeg", "Film", fmt, 2.0, None))
+    assert "color=c=black:s=1920x1080:r=30000/1001,format=yuv420p" in cmd and "-c:v libx264" in cmd
+    assert "anullsrc=r=48000" in cmd and "-c:a ac3 -ac 6" in cmd and cmd.endswith("-t 2.000 -f mpegts "
+                                                                                  "-muxdelay 0 -muxpreload 0 pipe:1")
+    radio = " ".join(slate_clip_command(channel, "ffmpeg", "Film", StreamFormat(None, ("mp2", 44100, 2)), 2.0, None))
+    assert "color" not in radio and "-map 0:a -c:a mp2" in radio
+    assert slate_clip_command(channel, "ffmpeg", "Film", StreamFormat(("vp9", 1, 1, "25/1", "yuv420p"), None),
+                              2.0, None) is None

@@ -1,4 +1,4 @@
-"""How much of a programme's file can play now, looked at just before it airs.
+"""What fills each airing's slot: its file as far as it goes now, and a slate for the rest.
 
 The schedule was laid from each file's probe when the configuration was loaded; the file may
 have been deleted, made unreadable or replaced since. A file still as it was probed (same
@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 
 from retrovue_air import media_info
-from retrovue_air.schedule import Programme
+from retrovue_air.schedule import Airing, Programme
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,32 @@ class FileChecks:
             return Playable(info.duration, f"{programme.path} changed since it was probed: now {info.duration:.1f} s "
                                            f"of the {programme.duration:.1f} s scheduled")
         return Playable(programme.duration)
+
+
+# A shortfall shorter than this is left to the decoder, which holds the file's last picture and
+# pads with silence: a slate that flashes up for a moment says less than a held picture.
+SLATE_MIN_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of one airing on the wall clock, decoded from its file or covered by a slate."""
+    airing: Airing
+    start: float  # unix time
+    end: float
+    inpoint: float  # seconds into the file at `start`
+    slate: str | None = None  # why a slate covers it instead
+
+
+def pieces(airing: Airing, stream_start: float, playable: Playable) -> list[Piece]:
+    """What airs in the airing's slot (from the stream's start): as much of its file as can play,
+    then a slate of exactly what is missing, so that the next airing starts on the guide's second."""
+    begin = max(airing.start, stream_start)
+    inpoint = airing.inpoint + begin - airing.start
+    file_ends = airing.start - airing.inpoint + playable.seconds  # when its file runs out, on the clock
+    if file_ends >= airing.end - SLATE_MIN_SECONDS:
+        return [Piece(airing, begin, airing.end, inpoint)]
+    if file_ends <= begin:
+        return [Piece(airing, begin, airing.end, inpoint, playable.why)]
+    return [Piece(airing, begin, file_ends, inpoint),
+            Piece(airing, file_ends, airing.end, playable.seconds, playable.why)]
