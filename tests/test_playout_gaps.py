@@ -9,7 +9,7 @@ import shutil
 import time
 
 import schedule_media as media
-from harness import Reader, files_channel, require_tool, wait_until
+from harness import RawViewer, Reader, files_channel, require_tool, wait_until
 import os
 import subprocess
 from pathlib import Path
@@ -142,4 +142,55 @@ def test_a_remuxed_file_cut_short_after_its_probe_is_covered_by_a_slate_and_the_
     assert reader.longest_gap < 1.0
     assert strict_ts_problems(body) == []
     service.wait_for_log(r"channel copy: .*slate.*red\.ts changed since it was probed", start=mark)
+    service.wait_idle(timeout=10)
+
+
+def test_while_a_stream_is_silent_a_viewer_who_left_is_found_and_the_one_who_stays_gets_null_packets(
+        service_factory, tmp_path):
+    import signal
+
+    ffmpeg = require_tool("ffmpeg")
+    clip = make_clip(ffmpeg, tmp_path / "red.ts", 8.0, "red")
+    service = service_factory(extra_top=f'state_dir = "{tmp_path / "state"}"',
+                              extra=files_channel("copy", clip, transcode=False))
+    front = service.front.pid
+    stays, leaves = Reader(service, "copy", keep=True), RawViewer(service, "copy")
+    stays.start()
+    leaves.read_body(64 * 1024)
+    assert service.channels()["copy"]["viewers"] == 2
+    remux = service.channels()["copy"]["ffmpeg_pid"]
+    os.kill(remux, signal.SIGSTOP)  # a stalled source: not a byte more, and no exit either
+    try:
+        def quiet_for(seconds):
+            seen = [stays.count, time.monotonic()]
+
+            def check():
+                if stays.count != seen[0]:
+                    seen[:] = [stays.count, time.monotonic()]
+                return time.monotonic() - seen[1] >= seconds
+            return check
+        wait_until(quiet_for(0.6), 10, "the stream falling silent")
+        silent_from = len(stays.data)
+        # A player that quits having read all it was sent: its close is a FIN, no reset.
+        leaves.sock.setblocking(False)
+        try:
+            while leaves.sock.recv(65536):
+                pass
+        except BlockingIOError:
+            pass
+        leaves.close()
+        closed = time.monotonic()
+        wait_until(lambda: service.channels()["copy"]["viewers"] == 1, 6, "the viewer who left dropped")
+        dropped_after = time.monotonic() - closed
+        wait_until(lambda: len(stays.data) >= silent_from + 2 * 188, 5, "two keep-alives to the one who stays")
+        silence = bytes(stays.data[silent_from:])
+    finally:
+        os.kill(remux, signal.SIGCONT)
+    print(f"dropped {dropped_after:.2f} s after it closed; {len(silence) // 188} keep-alives")
+    assert dropped_after < 2.5
+    assert len(silence) % 188 == 0 and all(silence[i:i + 3] == b"\x47\x1f\xff" for i in range(0, len(silence), 188))
+    wait_until(lambda: len(stays.data) > silent_from + len(silence) + 32 * 1024, 15, "the stream going on after")
+    body = stays.finish()
+    assert strict_ts_problems(body) == []
+    assert service.front.pid == front and service.front.is_running()
     service.wait_idle(timeout=10)
