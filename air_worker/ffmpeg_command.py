@@ -18,7 +18,7 @@ import time
 import imageio_ffmpeg
 
 from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
-from retrovue_air.schedule import Airing
+from retrovue_air.schedule import Airing, file_passes
 
 from .slots import Piece
 
@@ -139,8 +139,10 @@ def remux_list(pieces: list[Piece], start_times: dict[str, float] | None = None,
     for piece in pieces:
         length = piece.end - piece.start
         if piece.slate is None:
-            path = piece.airing.programme.path
-            entry(path, (start_times or {}).get(path, 0.0), piece.inpoint, length)
+            programme = piece.airing.programme
+            first = (start_times or {}).get(programme.path, 0.0)
+            for start, end, inpoint in file_passes(programme, piece.start, piece.end, piece.inpoint):
+                entry(programme.path, first, inpoint, end - start)
             continue
         clip = (slates or {}).get(piece.airing.programme.title)
         if clip is None:
@@ -313,13 +315,17 @@ def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int)
 
 
 def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, frames: int, samples: int,
-                    video_fd: int, audio_fd: int, has_audio: bool = True) -> list[str]:
+                    video_fd: int, audio_fd: int, has_audio: bool = True, loop: bool = False) -> list[str]:
     """One airing as exactly `frames` raw pictures and `samples` raw stereo samples.
 
     Exact counts keep picture and sound together across any number of airings: a file
-    whose audio is shorter is padded with silence, a last picture is held.
+    whose audio is shorter is padded with silence, a last picture is held. With `loop`
+    (a file shorter than its slot) the file plays again from its start until the counts
+    are reached; the first pass starts at `inpoint`.
     """
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+    if loop:
+        cmd += ["-stream_loop", "-1"]
     if inpoint > 0:
         # Before -i and decoding: ffmpeg seeks to the keyframe before, then drops
         # decoded frames up to the inpoint, so the first picture is the right one.

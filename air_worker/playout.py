@@ -82,9 +82,12 @@ class Playout:
         source = self.channel.source
         piece, frames, samples = self.next_piece()
         airing = piece.airing
+        programme = airing.programme
         if piece.slate is None:
-            cmd = decoder_command(self.channel, self.binary, airing.programme.path, piece.inpoint, frames, samples,
-                                  self.video_fd, self.audio_fd, airing.programme.path not in source.silent)
+            loop = programme.repeats > 1  # one decoder for the slot, not one per pass of the file
+            inpoint = piece.inpoint % programme.duration if loop else piece.inpoint
+            cmd = decoder_command(self.channel, self.binary, programme.path, inpoint, frames, samples,
+                                  self.video_fd, self.audio_fd, programme.path not in source.silent, loop)
         else:
             cmd = slate_command(self.channel, self.binary, airing.programme.title, frames, samples,
                                 self.video_fd, self.audio_fd, font_file())

@@ -78,7 +78,9 @@ def pieces(airing: Airing, stream_start: float, playable: Playable) -> list[Piec
     then a slate of exactly what is missing, so that the next airing starts on the guide's second."""
     begin = max(airing.start, stream_start)
     inpoint = airing.inpoint + begin - airing.start
-    file_ends = airing.start - airing.inpoint + playable.seconds  # when its file runs out, on the clock
+    # A file that repeats to fill its slot fills it as long as any of it plays.
+    covers = airing.programme.slot if airing.programme.repeats > 1 and playable.seconds > 0 else playable.seconds
+    file_ends = airing.start - airing.inpoint + covers  # when its file runs out, on the clock
     if file_ends >= airing.end - SLATE_MIN_SECONDS:
         return [Piece(airing, begin, airing.end, inpoint)]
     if file_ends <= begin:

@@ -163,8 +163,13 @@ class AirWorker:
             on = airings[0]  # the one on air now, from now: from the keyframe at or before now
             offset = dict(source.start_times).get(on.programme.path, 0.0)
             target = on.inpoint + now - on.start
-            keyframe = keyframe_at_or_before(on.programme.path, offset + target)
-            early = target - (keyframe - offset) if keyframe is not None else 0.0
+            if on.programme.repeats > 1:
+                # A file shorter than its slot, playing again and again: from the start of this
+                # pass, less than MIN_SLOT_SECONDS early (its first frame may be its only keyframe).
+                early = target % on.programme.duration
+            else:
+                keyframe = keyframe_at_or_before(on.programme.path, offset + target)
+                early = target - (keyframe - offset) if keyframe is not None else 0.0
             if not 0.0 <= early <= 10.0:
                 early = 0.0
             airings[0] = dataclasses.replace(on, start=now - early, inpoint=target - early)

@@ -194,3 +194,55 @@ def test_while_a_stream_is_silent_a_viewer_who_left_is_found_and_the_one_who_sta
     assert strict_ts_problems(body) == []
     assert service.front.pid == front and service.front.is_running()
     service.wait_idle(timeout=10)
+
+
+def test_a_one_frame_file_airs_in_whole_second_slots_one_decoder_each_and_the_channel_keeps_real_time(
+        service_factory, tmp_path):
+    import json
+
+    import psutil
+
+    ffmpeg, ffprobe = require_tool("ffmpeg"), require_tool("ffprobe")
+    still = tmp_path / "still.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "color=c=white:s=320x180:r=25,format=yuv420p",
+                    "-frames:v", "1", "-c:v", "libx264", "-preset", "ultrafast", str(still)], check=True, timeout=60)
+    service = service_factory(
+        extra_top=f'state_dir = "{tmp_path / "state"}"',
+        extra=files_channel("still", still, video_kbps=300, audio_kbps=64, width=320, height=180,
+                            join_burst_seconds=0))
+    front = service.front.pid
+    schedule = config.load(str(tmp_path / "retrovue-air.toml")).channel("still").source.schedule
+    on = schedule.airing_at(time.time())
+    assert on.programme.duration == 0.04
+    print(f"the guide's slot for a {on.programme.duration} s file: {on.end - on.start} s")
+    assert on.end - on.start >= 1.0 and schedule.airing_at(on.end).start == on.end
+
+    mark = service.log_mark()
+    reader = Reader(service, "still", keep=True)
+    reader.start()
+    wait_until(lambda: reader.count > 0, 15, "the first stream bytes")
+    began = time.monotonic()
+    channel = service.channels()["still"]
+    worker, encoder = psutil.Process(channel["worker_pid"]), channel["ffmpeg_pid"]
+    decoders: set[int] = set()
+    window = 6.0
+    while time.monotonic() - began < window:  # a measurement over a window, not a wait for an event
+        try:
+            decoders.update(p.pid for p in worker.children() if p.pid != encoder)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.01)
+    body = reader.finish()
+    elapsed = time.monotonic() - began
+    out = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
+                          "stream=nb_read_packets", "-of", "json", "-f", "mpegts", "-"], input=body,
+                         capture_output=True, timeout=60, check=True).stdout
+    frames = int(json.loads(out)["streams"][0]["nb_read_packets"])
+    print(f"{len(decoders)} decoders in {window:g} s; {frames} frames in {elapsed:.1f} s "
+          f"({frames / elapsed:.1f} a second, the channel's rate is 25)")
+    assert len(decoders) <= window / (on.end - on.start) + 2
+    assert frames >= 25 * (elapsed - 1.0)  # real time, less what is still in the encoder and the front
+    on_air = re.findall(r"channel still: on air .*?(\d+) frames", "\n".join(service.lines[mark:]))
+    assert on_air and set(on_air[1:]) <= {"25"}, on_air  # after the first (cut at the moment), whole slots
+    assert service.front.pid == front
+    service.wait_idle(timeout=10)

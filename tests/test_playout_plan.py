@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from air_worker.ffmpeg_command import slate_command
 from air_worker.slots import FileChecks, Piece, Playable, pieces
 from retrovue_air import media_info
@@ -122,3 +124,18 @@ def test_a_remux_slate_is_encoded_like_the_files_it_stands_in_for():
     assert "color" not in radio and "-map 0:a -c:a mp2" in radio
     assert slate_clip_command(channel, "ffmpeg", "Film", StreamFormat(("vp9", 1, 1, "25/1", "yuv420p"), None),
                               2.0, None) is None
+
+
+def test_from_the_ingest_cache_a_short_file_is_listed_per_pass_and_rounding_to_frames_never_adds_up():
+    from air_worker.cached_playout import cached_airing_list
+    from retrovue_air.house_format import CachedFile, HouseFormat
+
+    fmt = HouseFormat(width=320, height=180, fps=25, gop=25, video_kbps=400, audio_kbps=64)
+    sting, show = Programme("/m/sting.mp4", 0.3, "Sting"), Programme("/m/show.mp4", 10.0, "Show")  # 7.5 frames
+    entries = {sting.path: CachedFile("/c/sting.ts", 0.0, 0.0), show.path: CachedFile("/c/show.ts", 0.0, 0.0)}
+    airings = [Airing(sting, 100.0, 101.2), Airing(show, 101.2, 111.2), Airing(sting, 111.2, 112.4)]
+    lines = cached_airing_list(airings, entries, fmt).splitlines()
+    assert lines.count("file '/c/sting.ts'") == 8 and lines.count("file '/c/show.ts'") == 1
+    durations = [float(line.split()[1]) for line in lines if line.startswith("duration")]
+    assert sum(durations[:4]) == pytest.approx(1.2) and durations[4] == pytest.approx(10.0)
+    assert sum(durations) == pytest.approx(12.4)  # every change on its frame, however many passes
