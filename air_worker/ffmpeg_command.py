@@ -315,17 +315,18 @@ def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int)
 
 
 def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, frames: int, samples: int,
-                    video_fd: int, audio_fd: int, has_audio: bool = True, loop: bool = False) -> list[str]:
+                    video_fd: int, audio_fd: int, has_audio: bool = True, passes: int = 1) -> list[str]:
     """One airing as exactly `frames` raw pictures and `samples` raw stereo samples.
 
     Exact counts keep picture and sound together across any number of airings: a file
-    whose audio is shorter is padded with silence, a last picture is held. With `loop`
-    (a file shorter than its slot) the file plays again from its start until the counts
-    are reached; the first pass starts at `inpoint`.
+    whose audio is shorter is padded with silence, a last picture is held. A file shorter
+    than its slot is read `passes` times over (the first from `inpoint`).
     """
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
-    if loop:
-        cmd += ["-stream_loop", "-1"]
+    if passes > 1:
+        # A bounded loop, not -1: a file whose counts could never be reached (an audio stream
+        # without a packet) then ends and fails, where an endless input would hang its channel.
+        cmd += ["-stream_loop", str(passes - 1)]
     if inpoint > 0:
         # Before -i and decoding: ffmpeg seeks to the keyframe before, then drops
         # decoded frames up to the inpoint, so the first picture is the right one.

@@ -84,10 +84,11 @@ class Playout:
         airing = piece.airing
         programme = airing.programme
         if piece.slate is None:
-            loop = programme.repeats > 1  # one decoder for the slot, not one per pass of the file
-            inpoint = piece.inpoint % programme.duration if loop else piece.inpoint
+            # One decoder for the slot, not one per pass of the file; a slot begun mid-pass spans one more.
+            passes = programme.repeats + 1 if programme.repeats > 1 else 1
+            inpoint = piece.inpoint % programme.duration if passes > 1 else piece.inpoint
             cmd = decoder_command(self.channel, self.binary, programme.path, inpoint, frames, samples,
-                                  self.video_fd, self.audio_fd, programme.path not in source.silent, loop)
+                                  self.video_fd, self.audio_fd, programme.path not in source.silent, passes)
         else:
             cmd = slate_command(self.channel, self.binary, airing.programme.title, frames, samples,
                                 self.video_fd, self.audio_fd, font_file())

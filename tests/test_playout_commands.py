@@ -42,8 +42,8 @@ def test_a_decoder_seeks_only_when_it_starts_inside_its_file_and_counts_frames_a
 
 def test_a_file_shorter_than_its_slot_is_one_looping_decoder_and_one_copy_entry_per_pass():
     still = Programme("/m/still.ts", 0.25, "Still")  # a slot of four passes
-    cmd = decoder_command(scheduled(), "ffmpeg", still.path, 0.1, 25, 48000, 5, 6, loop=True)
-    assert cmd.index("-stream_loop") < cmd.index("-i") and value_after(cmd, "-stream_loop") == "-1"
+    cmd = decoder_command(scheduled(), "ffmpeg", still.path, 0.1, 25, 48000, 5, 6, passes=5)
+    assert cmd.index("-stream_loop") < cmd.index("-i") and value_after(cmd, "-stream_loop") == "4"
     assert "trim=end_frame=25" in value_after(cmd, "-vf")
     assert "-stream_loop" not in decoder_command(scheduled(), "ffmpeg", A.path, 0.0, 25, 48000, 5, 6)
     text = airing_list([Airing(still, 100.0, 101.0, 0.35)], {still.path: 1.4})
