@@ -121,7 +121,8 @@ def airing_list(airings: list[Airing], start_times: dict[str, float] | None = No
 def remux_list(pieces: list[Piece], start_times: dict[str, float] | None = None,
                slates: dict[str, SlateClip] | None = None) -> str:
     """A concat-demuxer playlist of the pieces of airings: each file cut to its place on the
-    wall clock, each slate (by programme title) listed as often as its gap needs.
+    wall clock, each slate (by programme title, else the untitled one under "") listed as
+    often as its gap needs.
 
     The concat demuxer reads inpoint and outpoint as the file's own timestamps, so a file
     that starts at 1.4 s (MPEG-TS usually does) has that added. A slate without a clip
@@ -144,7 +145,7 @@ def remux_list(pieces: list[Piece], start_times: dict[str, float] | None = None,
             for start, end, inpoint in file_passes(programme, piece.start, piece.end, piece.inpoint):
                 entry(programme.path, first, inpoint, end - start)
             continue
-        clip = (slates or {}).get(piece.airing.programme.title)
+        clip = (slates or {}).get(piece.airing.programme.title) or (slates or {}).get("")
         if clip is None:
             if len(out) > 1:
                 last = float(out[-1].split()[1])
@@ -358,9 +359,9 @@ def slate_picture(name: str, title: str, size: str, rate: str, font: str | None)
     video = f"color=c=black:s={size}:r={rate}"
     if font:
         # Text in the upper half: the picture's lower part stays black, a slate at a glance.
-        lines = ((safe_caption(name), "h/10", "h*0.22"), (safe_caption(title), "h/14", "h*0.36"),
+        lines = ((safe_caption(name), "h/10", "h*0.22"), (safe_caption(title) if title else "", "h/14", "h*0.36"),
                  ("back shortly", "h/14", "h*0.46"))
-        for text, points, y in lines:
+        for text, points, y in (line for line in lines if line[0]):
             video += (f",drawtext=fontfile={font}:text={text}:fontsize={points}:fontcolor=white"
                       f":x=(w-tw)/2:y={y}:expansion=none")
     return video

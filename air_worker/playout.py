@@ -47,14 +47,13 @@ def raw_pipe() -> tuple[int, int]:
 
 
 class Playout:
-    def __init__(self, channel: Channel, binary: str, video_fd: int, audio_fd: int, start: float,
-                 files: FileChecks | None = None):
+    def __init__(self, channel: Channel, binary: str, video_fd: int, audio_fd: int, start: float):
         self.channel = channel
         self.binary = binary
         self.video_fd, self.audio_fd = video_fd, audio_fd
         self.start = start
         self.airings = channel.source.schedule.airings_from(start)
-        self.files = files or FileChecks()
+        self.files = FileChecks()
         self.queued: collections.deque[Piece] = collections.deque()
         self.frames_done = 0
         self.samples_done = 0

@@ -52,6 +52,9 @@ RELAY_START_FAILURE_SECONDS = 4.0
 # A scheduled channel with transcode = false is remuxed from a concat playlist of this
 # many hours of airings; when it runs out, the next one starts at once.
 COPY_PLAYLIST_HOURS = 6
+# A remuxed channel's slates with a programme's title on them, made when its stream starts
+# (0.2 to 0.6 s each).
+MAX_TITLED_SLATES = 3
 
 
 class AirWorker:
@@ -212,8 +215,11 @@ class AirWorker:
             ("h264", self.channel.width, self.channel.height, str(self.channel.fps), "yuv420p"), ("aac", 48000, 2))
         if fmt is None:
             return {}
+        # Each clip is made before the stream's first byte: the first few titles get their own,
+        # the rest share one that names none.
+        wanted = [*list(titles)[:MAX_TITLED_SLATES], *([""] if len(titles) > MAX_TITLED_SLATES else [])]
         slates = {}
-        for title in titles:
+        for title in wanted:
             clip = make_slate_clip(self.channel, ffmpeg_binary(), title, fmt, font_file())
             if clip is None:
                 break

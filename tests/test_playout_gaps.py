@@ -1,18 +1,21 @@
 """What plays when a file cannot: the guide's slots hold, a slate covers a missing airing, a silent
-stream still finds the viewers who left, and a file too short to be worth a decoder costs none."""
+stream still finds the viewers who left, and a file too short for its own decoder fills a slot."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import time
+from pathlib import Path
 
+import psutil
 import schedule_media as media
 from harness import RawViewer, Reader, files_channel, require_tool, wait_until
-import os
-import subprocess
-from pathlib import Path
 from test_scheduled_playout import decoded_frames
 from ts_packets_check import strict_ts_problems
 
@@ -147,8 +150,6 @@ def test_a_remuxed_file_cut_short_after_its_probe_is_covered_by_a_slate_and_the_
 
 def test_while_a_stream_is_silent_a_viewer_who_left_is_found_and_the_one_who_stays_gets_null_packets(
         service_factory, tmp_path):
-    import signal
-
     ffmpeg = require_tool("ffmpeg")
     clip = make_clip(ffmpeg, tmp_path / "red.ts", 8.0, "red")
     service = service_factory(extra_top=f'state_dir = "{tmp_path / "state"}"',
@@ -198,10 +199,6 @@ def test_while_a_stream_is_silent_a_viewer_who_left_is_found_and_the_one_who_sta
 
 def test_a_one_frame_file_airs_in_whole_second_slots_one_decoder_each_and_the_channel_keeps_real_time(
         service_factory, tmp_path):
-    import json
-
-    import psutil
-
     ffmpeg, ffprobe = require_tool("ffmpeg"), require_tool("ffprobe")
     still = tmp_path / "still.mp4"
     subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "color=c=white:s=320x180:r=25,format=yuv420p",
@@ -240,7 +237,9 @@ def test_a_one_frame_file_airs_in_whole_second_slots_one_decoder_each_and_the_ch
     frames = int(json.loads(out)["streams"][0]["nb_read_packets"])
     print(f"{len(decoders)} decoders in {window:g} s; {frames} frames in {elapsed:.1f} s "
           f"({frames / elapsed:.1f} a second, the channel's rate is 25)")
-    assert len(decoders) <= window / (on.end - on.start) + 2
+    # One a slot, and the few that fill the decoders' head start (pipes and the encoder's queue,
+    # about 2.5 s) at the stream's start.
+    assert len(decoders) <= window / (on.end - on.start) + 4
     assert frames >= 25 * (elapsed - 1.0)  # real time, less what is still in the encoder and the front
     on_air = re.findall(r"channel still: on air .*?(\d+) frames", "\n".join(service.lines[mark:]))
     assert on_air and set(on_air[1:]) <= {"25"}, on_air  # after the first (cut at the moment), whole slots

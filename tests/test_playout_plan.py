@@ -139,3 +139,14 @@ def test_from_the_ingest_cache_a_short_file_is_listed_per_pass_and_rounding_to_f
     durations = [float(line.split()[1]) for line in lines if line.startswith("duration")]
     assert sum(durations[:4]) == pytest.approx(1.2) and durations[4] == pytest.approx(10.0)
     assert sum(durations) == pytest.approx(12.4)  # every change on its frame, however many passes
+
+
+def test_gaps_of_titles_without_a_clip_of_their_own_share_the_untitled_slate():
+    from air_worker.ffmpeg_command import remux_list, slate_picture
+    from air_worker.remux_slate import SlateClip
+
+    gone = Airing(Programme("/m/c.ts", 3.0, "C"), 0.0, 3.0)
+    text = remux_list(pieces(gone, 0.0, Playable(0.0, "gone")), {}, {"": SlateClip(4, "/dev/fd/4", 0.0, 2.0)})
+    assert text.count("file '/dev/fd/4'") == 2
+    untitled = slate_picture("TV", "", "320x180", "25", "/f.ttf")
+    assert untitled.count("drawtext") == 2 and "text=back shortly" in untitled
