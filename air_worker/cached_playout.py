@@ -25,7 +25,7 @@ import os
 from retrovue_air import house_format
 from retrovue_air.config import Channel, Config
 from retrovue_air.house_format import CachedFile, HouseFormat
-from retrovue_air.schedule import Airing
+from retrovue_air.schedule import Airing, file_passes
 
 log = logging.getLogger("air_worker")
 
@@ -35,14 +35,24 @@ SEEK_AUDIO_LEAD_SECONDS = 2 * 1024 / house_format.AUDIO_RATE
 
 def cached_airing_list(airings: list[Airing], entries: dict[str, CachedFile], fmt: HouseFormat) -> str:
     """The concat playlist of `airings` from their cache entries (every one must have an entry)."""
+    # A file shorter than its slot is listed once per pass.
+    airings = [dataclasses.replace(a, start=start, end=end, inpoint=inpoint) for a in airings
+               for start, end, inpoint in file_passes(a.programme, a.start, a.end, a.inpoint)]
     begins = [keyframe_begin(a, entries[a.programme.path], fmt) for a in airings]
     out = ["ffconcat version 1.0\n"]
+    origin = airings[0].start
     for i, a in enumerate(airings):
         entry = entries[a.programme.path]
         # Whole frames: an airing cut at an arbitrary moment (the one on air at the start) would
         # otherwise end between two frames, and its last frame and the next airing's first would
         # fall within one frame of each other (a decoder's "non monotonically increasing dts").
-        length = math.floor((a.end - a.start) * fmt.fps + 1e-6) / fmt.fps
+        # Counted from the stream's start, so that what each airing loses is not lost for good:
+        # a file of 7.5 frames repeated would otherwise put every later change earlier.
+        frames = (math.floor((a.end - origin) * fmt.fps + 1e-6)
+                  - math.floor((a.start - origin) * fmt.fps + 1e-6))
+        if frames <= 0:
+            continue
+        length = frames / fmt.fps
         begin = begins[i]
         end = begin + length
         if i + 1 < len(airings) and begins[i + 1] > entries[airings[i + 1].programme.path].start_time:

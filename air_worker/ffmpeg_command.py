@@ -18,7 +18,9 @@ import time
 import imageio_ffmpeg
 
 from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
-from retrovue_air.schedule import Airing
+from retrovue_air.schedule import Airing, file_passes
+
+from .slots import Piece
 
 # Found here, at import, while the supervisor may still be root: after it drops to a user
 # that cannot read the interpreter's own library, imageio_ffmpeg could not look in a worker.
@@ -112,19 +114,47 @@ def concat_list(paths: tuple[str, ...]) -> str:
 
 
 def airing_list(airings: list[Airing], start_times: dict[str, float] | None = None) -> str:
-    """A concat-demuxer playlist of airings, each cut to its place on the wall clock.
+    """A concat-demuxer playlist of airings, each cut to its place on the wall clock."""
+    return remux_list([Piece(a, a.start, a.end, a.inpoint) for a in airings], start_times)
+
+
+def remux_list(pieces: list[Piece], start_times: dict[str, float] | None = None,
+               slates: dict[str, SlateClip] | None = None) -> str:
+    """A concat-demuxer playlist of the pieces of airings: each file cut to its place on the
+    wall clock, each slate (by programme title, else the untitled one under "") listed as
+    often as its gap needs.
 
     The concat demuxer reads inpoint and outpoint as the file's own timestamps, so a file
-    that starts at 1.4 s (MPEG-TS usually does) has that added.
+    that starts at 1.4 s (MPEG-TS usually does) has that added. A slate without a clip
+    adds its length to the entry before: the next one keeps its time, the gap stays silent.
     """
     out = ["ffconcat version 1.0\n"]
-    for a in airings:
-        first = (start_times or {}).get(a.programme.path, 0.0)
-        out.append("file '" + a.programme.path.replace("'", "'\\''") + "'\n")
-        if a.inpoint > 0:
-            out.append(f"inpoint {first + a.inpoint:.6f}\n")
-        out.append(f"outpoint {first + a.inpoint + a.end - a.start:.6f}\n")
-        out.append(f"duration {a.end - a.start:.6f}\n")
+
+    def entry(path: str, first: float, inpoint: float, length: float) -> None:
+        out.append("file '" + path.replace("'", "'\\''") + "'\n")
+        if inpoint > 0:
+            out.append(f"inpoint {first + inpoint:.6f}\n")
+        out.append(f"outpoint {first + inpoint + length:.6f}\n")
+        out.append(f"duration {length:.6f}\n")
+
+    for piece in pieces:
+        length = piece.end - piece.start
+        if piece.slate is None:
+            programme = piece.airing.programme
+            first = (start_times or {}).get(programme.path, 0.0)
+            for start, end, inpoint in file_passes(programme, piece.start, piece.end, piece.inpoint):
+                entry(programme.path, first, inpoint, end - start)
+            continue
+        clip = (slates or {}).get(piece.airing.programme.title) or (slates or {}).get("")
+        if clip is None:
+            if len(out) > 1:
+                last = float(out[-1].split()[1])
+                out[-1] = f"duration {last + length:.6f}\n"
+            continue
+        while length > 1e-6:
+            part = min(length, clip.seconds)
+            entry(clip.path, clip.start_time, 0.0, part)
+            length -= part
     return "".join(out)
 
 
@@ -286,13 +316,18 @@ def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int)
 
 
 def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, frames: int, samples: int,
-                    video_fd: int, audio_fd: int, has_audio: bool = True) -> list[str]:
+                    video_fd: int, audio_fd: int, has_audio: bool = True, passes: int = 1) -> list[str]:
     """One airing as exactly `frames` raw pictures and `samples` raw stereo samples.
 
     Exact counts keep picture and sound together across any number of airings: a file
-    whose audio is shorter is padded with silence, a last picture is held.
+    whose audio is shorter is padded with silence, a last picture is held. A file shorter
+    than its slot is read `passes` times over (the first from `inpoint`).
     """
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+    if passes > 1:
+        # A bounded loop, not -1: a file whose counts could never be reached (an audio stream
+        # without a packet) then ends and fails, where an endless input would hang its channel.
+        cmd += ["-stream_loop", str(passes - 1)]
     if inpoint > 0:
         # Before -i and decoding: ffmpeg seeks to the keyframe before, then drops
         # decoded frames up to the inpoint, so the first picture is the right one.
@@ -316,3 +351,62 @@ def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, fr
         "-f", "s16le", f"pipe:{audio_fd}",
     ]
     return cmd
+
+
+def slate_picture(name: str, title: str, size: str, rate: str, font: str | None) -> str:
+    """The slate's picture as a lavfi source: the channel's name, the programme's title and
+    "back shortly", white on black."""
+    video = f"color=c=black:s={size}:r={rate}"
+    if font:
+        # Text in the upper half: the picture's lower part stays black, a slate at a glance.
+        lines = ((safe_caption(name), "h/10", "h*0.22"), (safe_caption(title) if title else "", "h/14", "h*0.36"),
+                 ("back shortly", "h/14", "h*0.46"))
+        for text, points, y in (line for line in lines if line[0]):
+            video += (f",drawtext=fontfile={font}:text={text}:fontsize={points}:fontcolor=white"
+                      f":x=(w-tw)/2:y={y}:expansion=none")
+    return video
+
+
+def slate_command(channel: Channel, binary: str, title: str, frames: int, samples: int,
+                  video_fd: int, audio_fd: int, font: str | None) -> list[str]:
+    """What covers an airing that cannot play, as exactly `frames` raw pictures and `samples`
+    of silence, like a decoder's."""
+    picture = slate_picture(channel.name, title, f"{channel.width}x{channel.height}", str(channel.fps), font)
+    return [
+        binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+        "-f", "lavfi", "-i", f"{picture},format=yuv420p,trim=end_frame={frames}",
+        "-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample={samples}",
+        "-map", "0:v", "-fps_mode", "passthrough", "-f", "rawvideo", f"pipe:{video_fd}",
+        "-map", "1:a", "-c:a", "pcm_s16le", "-f", "s16le", f"pipe:{audio_fd}",
+    ]
+
+
+# The encoder of each codec a remuxed channel's files may carry, for a slate that matches them.
+SLATE_ENCODERS = {"h264": ["libx264", "-preset", "ultrafast", "-tune", "stillimage", "-bf", "0"],
+                  "hevc": ["libx265", "-preset", "ultrafast", "-bf", "0"], "mpeg2video": ["mpeg2video", "-bf", "0"],
+                  "aac": ["aac"], "mp2": ["mp2"], "ac3": ["ac3"], "eac3": ["eac3"]}
+
+
+def slate_clip_command(channel: Channel, binary: str, title: str, fmt, seconds: float,
+                       font: str | None) -> list[str] | None:
+    """The slate as an MPEG-TS clip in a remuxed channel's format (air_worker.remux_slate), on
+    stdout; None for a codec we cannot encode."""
+    cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+    if fmt.video:
+        codec, width, height, rate, pix_fmt = fmt.video
+        if codec not in SLATE_ENCODERS:
+            return None
+        picture = slate_picture(channel.name, title, f"{width}x{height}", rate, font)
+        cmd += ["-f", "lavfi", "-i", f"{picture},format={pix_fmt}"]
+    if fmt.audio:
+        codec, rate, channels = fmt.audio
+        if codec not in SLATE_ENCODERS:
+            return None
+        cmd += ["-f", "lavfi", "-i", f"anullsrc=r={rate}:cl={'mono' if channels == 1 else 'stereo'}"]
+    if fmt.video:
+        # A keyframe every second, whatever the rate.
+        cmd += ["-map", "0:v", "-c:v", *SLATE_ENCODERS[fmt.video[0]], "-force_key_frames", "expr:gte(t,n_forced)"]
+    if fmt.audio:
+        cmd += ["-map", f"{1 if fmt.video else 0}:a", "-c:a", *SLATE_ENCODERS[fmt.audio[0]],
+                "-ac", str(fmt.audio[2])]
+    return cmd + ["-t", f"{seconds:.3f}", "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1"]

@@ -7,10 +7,16 @@ covers on the wall clock from the moment the stream started (counted cumulativel
 rounding never adds up), which keeps picture, sound and schedule together however long
 the channel runs. The decoders run ahead of real time until the pipes and the encoder's
 input queues are full; that backlog covers the next decoder's start-up.
+
+An airing keeps its slot on the clock whatever became of its file since the schedule was
+laid: a file deleted, unreadable or cut short is played as far as it goes, and a slate (the
+channel's name, the programme's title, "back shortly", silence) fills exactly the rest, so the
+next airing starts on the guide's second instead of early.
 """
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
@@ -21,7 +27,8 @@ from retrovue_air import child_process
 from retrovue_air.config import Channel
 from retrovue_air.schedule import Airing
 
-from .ffmpeg_command import AUDIO_RATE, decoder_command
+from .ffmpeg_command import AUDIO_RATE, decoder_command, font_file, slate_command
+from .slots import FileChecks, Piece, pieces
 
 log = logging.getLogger("air_worker")
 
@@ -46,27 +53,44 @@ class Playout:
         self.video_fd, self.audio_fd = video_fd, audio_fd
         self.start = start
         self.airings = channel.source.schedule.airings_from(start)
+        self.files = FileChecks()
+        self.queued: collections.deque[Piece] = collections.deque()
         self.frames_done = 0
         self.samples_done = 0
         self.decoder: subprocess.Popen | None = None
         self.airing: Airing | None = None
+        self.piece: Piece | None = None
         self.failures_in_a_row = 0
         self.stderr_fd = -1
         self.last_error: list[str] = []  # the failed decoder's stderr, for the reason we give up
 
-    def next(self) -> None:
-        """Start the decoder of the next airing that lasts at least one frame."""
-        source = self.channel.source
+    def next_piece(self) -> tuple[Piece, int, int]:
+        """The next piece that lasts at least one frame, with its frames and samples."""
         while True:
-            airing = next(self.airings)
-            frames = round((airing.end - self.start) * self.channel.fps) - self.frames_done
-            samples = round((airing.end - self.start) * AUDIO_RATE) - self.samples_done
+            if not self.queued:
+                airing = next(self.airings)
+                self.queued.extend(pieces(airing, self.start, self.files.playable(airing.programme)))
+            piece = self.queued.popleft()
+            frames = round((piece.end - self.start) * self.channel.fps) - self.frames_done
+            samples = round((piece.end - self.start) * AUDIO_RATE) - self.samples_done
             if frames > 0:
-                break
-        begin = max(airing.start, self.start)
-        inpoint = airing.inpoint + begin - airing.start
-        cmd = decoder_command(self.channel, self.binary, airing.programme.path, inpoint, frames, samples,
-                              self.video_fd, self.audio_fd, airing.programme.path not in source.silent)
+                return piece, frames, samples
+
+    def next(self) -> None:
+        """Start the decoder (or the slate) of the next piece of the schedule."""
+        source = self.channel.source
+        piece, frames, samples = self.next_piece()
+        airing = piece.airing
+        programme = airing.programme
+        if piece.slate is None:
+            # One decoder for the slot, not one per pass of the file; a slot begun mid-pass spans one more.
+            passes = programme.repeats + 1 if programme.repeats > 1 else 1
+            inpoint = piece.inpoint % programme.duration if passes > 1 else piece.inpoint
+            cmd = decoder_command(self.channel, self.binary, programme.path, inpoint, frames, samples,
+                                  self.video_fd, self.audio_fd, programme.path not in source.silent, passes)
+        else:
+            cmd = slate_command(self.channel, self.binary, airing.programme.title, frames, samples,
+                                self.video_fd, self.audio_fd, font_file())
         self.frames_done += frames
         self.samples_done += samples
         # Its stderr in memory, read when it exits: no pipe it could fill, no file left behind.
@@ -76,10 +100,15 @@ class Playout:
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr_fd,
             pass_fds=(self.video_fd, self.audio_fd), process_group=0,
             preexec_fn=child_process.exec_guard(os.getpid()))
-        self.airing = airing
-        log.info("channel %s: on air %s from %.1f s (%s, %d frames), decoder pid %d", self.channel.id,
-                 airing.programme.title, inpoint,
-                 time.strftime("%H:%M:%S", time.localtime(airing.start)), frames, self.decoder.pid)
+        self.airing, self.piece = airing, piece
+        when = time.strftime("%H:%M:%S", time.localtime(piece.start))
+        if piece.slate is None:
+            log.info("channel %s: on air %s from %.1f s (%s, %d frames), decoder pid %d", self.channel.id,
+                     airing.programme.title, piece.inpoint, when, frames, self.decoder.pid)
+        else:
+            log.warning("channel %s: slate for %s from %s for %.1f s (%d frames), pid %d: %s", self.channel.id,
+                        airing.programme.title, when, piece.end - piece.start, frames, self.decoder.pid,
+                        piece.slate)
 
     def poll(self) -> bool:
         """Start the next decoder if this one is done; False once it is time to give up."""
@@ -93,7 +122,8 @@ class Playout:
             status = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
             self.last_error = [f"ffmpeg {status}: {said[-1] if said else 'no error output'}", *said]
             # Its missing frames are not made up: the stream runs that much ahead of the clock.
-            log.warning("channel %s: the decoder of %s %s; its last words:\n  %s", self.channel.id,
+            what = "slate" if self.piece.slate is not None else "decoder"
+            log.warning("channel %s: the %s of %s %s; its last words:\n  %s", self.channel.id, what,
                         self.airing.programme.path, status, "\n  ".join(said) or "(nothing)")
             if self.failures_in_a_row > len(self.channel.source.paths) + 1:
                 return False

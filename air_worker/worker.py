@@ -23,12 +23,15 @@ from retrovue_air import child_process, wire
 from retrovue_air.media_info import keyframe_at_or_before
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
 from retrovue_air.house_format import house_format
+from retrovue_air.schedule import Airing
 from retrovue_air.url_secrets import redact_urls, redacted
 
 from .cached_playout import cached_airing_list, cached_window, from_now
-from .ffmpeg_command import (airing_list, build_command, cold_burst_seconds, concat_list, encoder_command,
-                             ffmpeg_binary, font_file)
+from .ffmpeg_command import (build_command, cold_burst_seconds, concat_list, encoder_command, ffmpeg_binary,
+                             font_file, remux_list)
 from .playout import Playout, raw_pipe
+from .remux_slate import SlateClip, StreamFormat, make_slate_clip, stream_format
+from .slots import FileChecks, Piece, pieces
 
 log = logging.getLogger("air_worker")
 
@@ -49,6 +52,9 @@ RELAY_START_FAILURE_SECONDS = 4.0
 # A scheduled channel with transcode = false is remuxed from a concat playlist of this
 # many hours of airings; when it runs out, the next one starts at once.
 COPY_PLAYLIST_HOURS = 6
+# A remuxed channel's slates with a programme's title on them, made when its stream starts
+# (0.2 to 0.6 s each).
+MAX_TITLED_SLATES = 3
 
 
 class AirWorker:
@@ -160,24 +166,65 @@ class AirWorker:
             on = airings[0]  # the one on air now, from now: from the keyframe at or before now
             offset = dict(source.start_times).get(on.programme.path, 0.0)
             target = on.inpoint + now - on.start
-            keyframe = keyframe_at_or_before(on.programme.path, offset + target)
-            early = target - (keyframe - offset) if keyframe is not None else 0.0
+            if on.programme.repeats > 1:
+                # A file shorter than its slot, playing again and again: from the start of this
+                # pass, less than MIN_SLOT_SECONDS early (its first frame may be its only keyframe).
+                early = target % on.programme.duration
+            else:
+                keyframe = keyframe_at_or_before(on.programme.path, offset + target)
+                early = target - (keyframe - offset) if keyframe is not None else 0.0
             if not 0.0 <= early <= 10.0:
                 early = 0.0
             airings[0] = dataclasses.replace(on, start=now - early, inpoint=target - early)
+            parts = self.remux_pieces(airings)
+            slates = self.remux_slates(parts)
             playlist = os.memfd_create("playlist.ffconcat", 0)
-            os.write(playlist, airing_list(airings, dict(source.start_times)).encode())
-            pass_fds = (playlist,)
+            os.write(playlist, remux_list(parts, dict(source.start_times), slates).encode())
+            pass_fds = (playlist, *(clip.fd for clip in slates.values()))
             cmd = build_command(self.channel, ffmpeg_binary(cold_burst=cold_burst_seconds(self.channel) > 0),
                                 f"/dev/fd/{playlist}")
         try:
             self.popen_ffmpeg(cmd, stdout, pass_fds)
         finally:
-            for fd in pass_fds:  # the encoder's now; our read ends would keep its input from ending
+            # The encoder's now (our read ends would keep its input from ending), or the remux's.
+            for fd in pass_fds:
                 os.close(fd)
         if self.channel.transcode:
             self.playout = Playout(self.channel, ffmpeg_binary(), video_w, audio_w, now)
             self.playout.next()
+
+    def remux_pieces(self, airings: list[Airing]) -> list[Piece]:
+        """The window's airings as their files can play them now, each gap a slate (logged once per cause)."""
+        files = FileChecks()
+        parts = [p for a in airings for p in pieces(a, airings[0].start, files.playable(a.programme))]
+        gaps = collections.Counter((p.airing.programme.title, p.slate) for p in parts if p.slate is not None)
+        for (title, why), count in gaps.items():
+            log.warning("channel %s: a slate covers %d airings of %s in the next %d h: %s", self.channel.id,
+                        count, title, COPY_PLAYLIST_HOURS, why)
+        return parts
+
+    def remux_slates(self, parts: list[Piece]) -> dict[str, SlateClip]:
+        """A slate clip for each title a gap stands in for, in the format of the files that do play."""
+        titles = dict.fromkeys(p.airing.programme.title for p in parts if p.slate is not None)
+        if not titles:
+            return {}
+        playing = next((p.airing.programme.path for p in parts if p.slate is None), None)
+        # With no file to match (none of the window can play), the slate is all there is: any
+        # format will do, and the channel's own is the one its viewers would expect.
+        fmt = stream_format(playing) if playing else StreamFormat(
+            ("h264", self.channel.width, self.channel.height, str(self.channel.fps), "yuv420p"), ("aac", 48000, 2))
+        if fmt is None:
+            return {}
+        # Each clip is made before the stream's first byte: the first few titles get their own,
+        # the rest share one that names none.
+        wanted = [*list(titles)[:MAX_TITLED_SLATES], *([""] if len(titles) > MAX_TITLED_SLATES else [])]
+        slates = {}
+        for title in wanted:
+            clip = make_slate_clip(self.channel, ffmpeg_binary(), title, fmt, font_file())
+            if clip is None:
+                break
+            slates[title] = clip
+        return slates
 
     def start_cached_ffmpeg(self, stdout: socket.socket, airings, entries) -> None:
         """Every airing of the window is ingested: remux them, no decoder and no encoder."""

@@ -20,7 +20,7 @@ from . import responses
 from .channel_lifecycle import ChannelLifecycle
 from .channel_stats import ChannelStats
 from .stream_buffer import StreamBuffer
-from .ts_packets import TS_PACKET_SIZE, TsScanner
+from .ts_packets import NULL_PACKET, TS_PACKET_SIZE, TsScanner
 from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
@@ -35,6 +35,12 @@ READS_PER_WAKEUP = 8
 # Resting, a live channel of up to 4 Mbit/s wakes the front 8 times a second, and no
 # viewer waits longer for it: the front publishes about every flush_interval_ms (200).
 READ_PAUSE = 0.125
+# A stream silent this long gets a null packet into its ring, and then one more every as long:
+# nothing else is sent to its viewers while it is silent, and a viewer that quit (a FIN, then
+# nothing) is only found by a send, which its side answers with a reset. Stalls are not
+# rare (a remux waiting out a timestamp gap, a frozen encoder), and a viewer who left must
+# not hold a tuner through one.
+KEEP_ALIVE_SECONDS = 1.0
 MIN_BUFFER = 4 * 1024 * 1024
 # The ring grows to keep held_seconds() of a stream that outruns its configured rate (a relay's
 # origin, a remuxed file, a busy scene), but only up to this many times that rate. A source far
@@ -80,6 +86,8 @@ class Channel:
         self.start_deadline: float | None = None
         self.flush_deadline: float | None = None
         self.read_deadline: float | None = None  # the stream rests, unwatched, until then
+        self.last_bytes_at: float | None = None  # when the stream last gave bytes
+        self.keep_alive_deadline: float | None = None  # silent until then: a null packet goes out
         self.failure_tail = ""  # the tail of ffmpeg's stderr when the channel last failed
         self.buffer: StreamBuffer | None = None
         self.scanner: TsScanner | None = None  # where in the buffer a late joiner can start
@@ -178,6 +186,7 @@ class Channel:
             self.next_stream_sock = None
         self.stream_id = None
         self.flush_deadline = None
+        self.keep_alive_deadline = None
 
     def release_if_unused(self) -> None:
         if not self.viewers and self.stream_sock is None and self.buffer is not None:
@@ -211,6 +220,9 @@ class Channel:
             if n < len(space):
                 break
         self._rest_or_watch(got, now)
+        if got:
+            self.last_bytes_at = now
+            self.keep_alive_deadline = now + KEEP_ALIVE_SECONDS
         if self.awaiting_first_bytes and buffer.published + TS_PACKET_SIZE <= buffer.end:
             # The stream's first packet: its viewers can be admitted (or, for a stream that
             # replaces a dead worker's, the channel is whole again).
@@ -299,6 +311,27 @@ class Channel:
                 lowest = viewer.cursor
         self._cursors_from = lowest
         return closes
+
+    def keep_alive(self, now: float, max_lag_seconds: float) -> list[Close]:
+        """The stream has been silent since its deadline: a null packet to every viewer, as if the
+        stream had sent it, so that one who left is found by the send (and returned to close)."""
+        self.keep_alive_deadline = now + KEEP_ALIVE_SECONDS
+        buffer = self.buffer
+        # Only between whole packets, all of them published: a stream that stopped in the middle
+        # of a packet would have its next bytes misplaced.
+        if buffer is None or not self.viewers or buffer.unpublished or buffer.end % TS_PACKET_SIZE:
+            return []
+        closes = self._overrun_by(buffer.overwritten_by(TS_PACKET_SIZE))
+        written = 0
+        while written < TS_PACKET_SIZE:  # in two pieces where the ring wraps
+            space = buffer.writable()
+            n = min(len(space), TS_PACKET_SIZE - written)
+            space[:n] = NULL_PACKET[written:written + n]
+            self.scanner.feed(space[:n], buffer.end)
+            buffer.wrote(n, now)
+            written += n
+        self.stats.bytes_in += TS_PACKET_SIZE  # into the ring like any other byte: bytes out never exceed it
+        return closes + self.flush(now, max_lag_seconds)
 
     # The fan-out
 

@@ -120,7 +120,8 @@ class Front:
     def timeout(self) -> float | None:
         if self.guide.busy:
             return 0.0
-        deadlines = [d for c in self.lineup for d in (c.flush_deadline, c.start_deadline, c.read_deadline) if d]
+        deadlines = [d for c in self.lineup
+                     for d in (c.flush_deadline, c.start_deadline, c.read_deadline, c.keep_alive_deadline) if d]
         deadlines += [d for d in (self.connections.next_deadline(), self.air.next_deadline(),
                                   self.responder and self.responder.next_deadline()) if d]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
@@ -137,6 +138,8 @@ class Front:
                 self.stream_readable(channel, now)
             if channel.flush_deadline is not None and channel.flush_deadline <= now:
                 self.close_all(channel.flush(now, self.config.max_lag_seconds))
+            if channel.keep_alive_deadline is not None and channel.keep_alive_deadline <= now:
+                self.close_all(channel.keep_alive(now, self.config.max_lag_seconds))
             if channel.start_deadline is not None and channel.start_deadline <= now:
                 channel.start_deadline = None
                 reason = f"no stream within {self.config.start_timeout_seconds:g} s"

@@ -34,6 +34,8 @@ TS_PACKET_SIZE = 188
 SYNC_BYTE = 0x47
 PAT_PID = 0x0000
 NULL_PID = 0x1FFF
+# A null packet: payload only, stuffing. Every demuxer drops it unread (ISO/IEC 13818-1 2.4.3.3).
+NULL_PACKET = bytes((SYNC_BYTE, NULL_PID >> 8, NULL_PID & 0xFF, 0x10)) + b"\xff" * (TS_PACKET_SIZE - 4)
 # PIDs up to 0x1F carry PSI/SI tables (ISO/IEC 13818-1 table 2-3, DVB SI): an
 # SDT between the PMT and the keyframe, as ffmpeg's CBR mode emits, is harmless.
 LAST_SI_PID = 0x1F

@@ -607,6 +607,7 @@ class _Validator:
             if not os.access(full, os.R_OK):
                 raise error(key, f"media file is not readable: {full}", line)
             try:
+                st = os.stat(full)
                 info = self.media_cache.info(full)
             except media_info.ProbeError as e:
                 raise error(key, f"cannot use media file {full}: {e}", line) from None
@@ -623,7 +624,8 @@ class _Validator:
                 path=full, duration=info.duration,
                 title=meta.get("title") or info.title or os.path.splitext(os.path.basename(full))[0],
                 episode=meta.get("episode", info.episode), season=meta.get("season", info.season),
-                description=meta.get("description", ""), category=meta.get("category", "")))
+                description=meta.get("description", ""), category=meta.get("category", ""),
+                identity=(st.st_size, st.st_mtime_ns)))
         return out
 
     # The guide, the playlist and the tuner emulation

@@ -1,6 +1,8 @@
 """A media channel's schedule: its playlist laid on the wall clock, with daily blocks.
 
-The playlist starts at `epoch` and loops forever. Daily blocks pre-empt it at a local
+The playlist starts at `epoch` and loops forever. A file shorter than MIN_SLOT_SECONDS (a
+still, a one-frame file, a sting) airs as often back to back as it takes to last that long:
+its slot, which the guide lists and the playout fills, one decoder per slot. Daily blocks pre-empt it at a local
 time every day; a block that runs into the next block's start is cut there. Outside the
 blocks, what airs at t is what the loop puts at t: the loop's timeline keeps running
 underneath a block, so after a block the loop resumes in the middle of whatever item
@@ -22,6 +24,10 @@ from zoneinfo import ZoneInfo
 
 DEFAULT_EPOCH = 946684800.0  # 2000-01-01T00:00:00Z
 US = 1_000_000
+# The shortest an airing of a whole file lasts. Each airing costs a process start (about 50 ms of
+# CPU) and a guide entry: a one-frame file aired once per frame started 25 decoders a second,
+# more than a core can, and the channel fell behind the clock.
+MIN_SLOT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,20 @@ class Programme:
     season: int | None = None
     description: str = ""
     category: str = ""
+    # (size, mtime_ns) of the file when it was probed: a file that differs now has changed since,
+    # and its duration is no longer known. Not part of equality: the same programme, touched.
+    identity: tuple[int, int] | None = field(default=None, compare=False)
+
+    @property
+    def repeats(self) -> int:
+        """How many times its file plays back to back in one airing."""
+        length = _length_us(self)
+        return 1 if length >= MIN_SLOT_US else -(-MIN_SLOT_US // length)
+
+    @property
+    def slot(self) -> float:
+        """How long one airing of it lasts: the file's duration, times its repeats."""
+        return _slot_us(self) / US
 
 
 @dataclass(frozen=True)
@@ -42,7 +62,7 @@ class Airing:
     programme: Programme
     start: float  # unix time (s) it goes on air
     end: float  # unix time it comes off (a block may cut it short)
-    inpoint: float = 0.0  # seconds into the file at `start`
+    inpoint: float = 0.0  # seconds into its slot at `start` (into the file, unless it repeats)
     block: str | None = None  # the block's title when it airs in a daily block
 
 
@@ -62,9 +82,36 @@ def _us(seconds: float) -> int:
     return round(seconds * US)
 
 
-def _cumulative(programmes: tuple[Programme, ...]) -> list[int]:
+MIN_SLOT_US = _us(MIN_SLOT_SECONDS)
+
+
+def _length_us(programme: Programme) -> int:
     # A programme is at least 1 µs long, so that every airing has a length.
-    return [0, *itertools.accumulate(max(1, _us(p.duration)) for p in programmes)]
+    return max(1, _us(programme.duration))
+
+
+def _slot_us(programme: Programme) -> int:
+    length = _length_us(programme)
+    return length if length >= MIN_SLOT_US else -(-MIN_SLOT_US // length) * length
+
+
+def _cumulative(programmes: tuple[Programme, ...]) -> list[int]:
+    return [0, *itertools.accumulate(_slot_us(p) for p in programmes)]
+
+
+def file_passes(programme: Programme, start: float, end: float, inpoint: float) -> list[tuple[float, float, float]]:
+    """A stretch [start, end) of an airing, `inpoint` seconds into its slot, as (start, end, seconds
+    into the file) for each pass of the file it spans: one, unless the programme repeats."""
+    if programme.repeats == 1:
+        return [(start, end, inpoint)]
+    length = _length_us(programme)
+    cursor, stop, position = _us(start), _us(end), _us(inpoint) % length
+    out = []
+    while cursor < stop:
+        step = min(length - position, stop - cursor)
+        out.append((cursor / US, (cursor + step) / US, position / US))
+        cursor, position = cursor + step, 0
+    return out
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ import socket
 
 import pytest
 
-from http_front.channel import READ_PAUSE, Channel, Close
+from http_front.channel import KEEP_ALIVE_SECONDS, READ_PAUSE, Channel, Close
 from http_front.channel_lifecycle import Admit, ChannelLifecycle
 from http_front.request_reader import NEED_MORE, READ_CLOSED, Request
+from http_front.ts_packets import NULL_PACKET
 from http_front.viewer import Phase, Sent, Viewer
 from retrovue_air import config
 
@@ -184,6 +185,36 @@ def test_a_viewer_whose_peer_is_gone_is_returned_as_connection_lost(rig):
         rig.feed.sendall(PACKET * 5)
         closes += rig.channel.read(now, 1.0, 0.2).closes + rig.channel.flush(now, 1.0)
     assert Close(rig.first, "connection lost") in closes
+
+
+def test_a_silent_stream_sends_its_viewers_a_null_packet_a_second_and_finds_the_one_who_left(rig):
+    rig.go_live(now=10.0)
+    second = rig.viewer()
+    rig.channel.lifecycle.tune_in(second)
+    rig.channel.admit(second, from_start=False, now=10.0)
+    received(rig.far_ends[rig.first]), received(rig.far_ends[second])
+    assert rig.channel.keep_alive_deadline == 10.0 + KEEP_ALIVE_SECONDS  # from the last bytes
+    rig.far_ends[second].close()  # quit, having read everything
+    closes = rig.channel.keep_alive(11.0, 1.0)
+    assert received(rig.far_ends[rig.first]) == NULL_PACKET and NULL_PACKET[:3] == b"\x47\x1f\xff"
+    assert closes == [Close(second, "connection lost")]
+    assert rig.channel.keep_alive_deadline == 11.0 + KEEP_ALIVE_SECONDS
+    rig.feed.sendall(PACKET * 2)
+    rig.channel.read(11.5, 1.0, 0.2)
+    assert rig.channel.keep_alive_deadline == 11.5 + KEEP_ALIVE_SECONDS  # bytes again: silent from here
+    rig.channel.flush(11.6, 1.0)
+    assert received(rig.far_ends[rig.first]) == PACKET * 2
+
+
+def test_a_keep_alive_never_splits_a_packet_the_stream_left_half_written(rig):
+    rig.go_live()
+    received(rig.far_ends[rig.first])
+    rig.feed.sendall(b"\x47\x00")
+    rig.channel.read(0.5, 1.0, 0.2)
+    assert rig.channel.keep_alive(1.5, 1.0) == [] and received(rig.far_ends[rig.first]) == b""
+    assert rig.channel.buffer.end == 10 * 188 + 2
+    rig.channel.close_stream()
+    assert rig.channel.keep_alive_deadline is None  # no stream, nothing to keep alive
 
 
 def test_eof_ends_the_stream_unless_a_restarted_ffmpeg_stream_is_queued(rig):

@@ -40,6 +40,19 @@ def test_a_decoder_seeks_only_when_it_starts_inside_its_file_and_counts_frames_a
     assert "-ss" not in whole and value_after(whole, "-map") == "0:v:0" and "1:a:0" in whole
 
 
+def test_a_file_shorter_than_its_slot_is_one_looping_decoder_and_one_copy_entry_per_pass():
+    still = Programme("/m/still.ts", 0.25, "Still")  # a slot of four passes
+    cmd = decoder_command(scheduled(), "ffmpeg", still.path, 0.1, 25, 48000, 5, 6, passes=5)
+    assert cmd.index("-stream_loop") < cmd.index("-i") and value_after(cmd, "-stream_loop") == "4"
+    assert "trim=end_frame=25" in value_after(cmd, "-vf")
+    assert "-stream_loop" not in decoder_command(scheduled(), "ffmpeg", A.path, 0.0, 25, 48000, 5, 6)
+    text = airing_list([Airing(still, 100.0, 101.0, 0.35)], {still.path: 1.4})
+    assert text == ("ffconcat version 1.0\n"
+                    "file '/m/still.ts'\ninpoint 1.500000\noutpoint 1.650000\nduration 0.150000\n"
+                    + "file '/m/still.ts'\noutpoint 1.650000\nduration 0.250000\n" * 3
+                    + "file '/m/still.ts'\noutpoint 1.500000\nduration 0.100000\n")
+
+
 def test_the_copy_playlist_cuts_each_airing_to_its_place():
     text = airing_list([Airing(A, 100.0, 105.0, 5.0), Airing(B, 105.0, 125.0)])
     assert text == ("ffconcat version 1.0\n"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrovue_air.schedule import (DEFAULT_EPOCH, Block, Programme, Schedule, parse_daily_time,
-                                   parse_epoch)
+from retrovue_air.schedule import (DEFAULT_EPOCH, MIN_SLOT_SECONDS, Block, Programme, Schedule, file_passes,
+                                   parse_daily_time, parse_epoch)
 
 A, B, C = (Programme(f"/m/{n}.mkv", d, n.upper()) for n, d in (("a", 600.0), ("b", 1200.0), ("c", 300.0)))
 NEWS = Programme("/m/news.mkv", 1800.0, "News")
@@ -107,6 +107,25 @@ def test_a_block_in_the_spring_forward_gap_starts_when_the_clock_jumps_past_it()
     assert (a.programme, a.start) == (NEWS, at("2026-03-08T03:30:00", zone))
 
 
+def test_a_file_shorter_than_the_minimum_slot_repeats_to_fill_one_and_the_guide_lists_the_slot():
+    still = Programme("/m/still.mp4", 0.04, "Still")  # one frame
+    sting = Programme("/m/sting.ts", 0.3, "Sting")
+    assert MIN_SLOT_SECONDS == 1.0
+    assert (still.repeats, still.slot) == (25, 1.0) and (sting.repeats, sting.slot) == (4, 1.2)
+    assert (A.repeats, A.slot) == (1, A.duration)
+    s = Schedule((still, sting, C), epoch=1000.0)
+    assert [(a.programme, a.start, a.end) for a in s.airings(1000.0, 1003.0)] == [
+        (still, 1000.0, 1001.0), (sting, 1001.0, 1002.2), (C, 1002.2, 1302.2)]
+    assert s.airing_at(1000.99).programme == still
+
+
+def test_a_stretch_of_a_repeating_slot_is_one_pass_of_the_file_after_another():
+    sting = Programme("/m/sting.ts", 0.3, "Sting")
+    assert file_passes(sting, 100.0, 101.0, 0.5) == [(100.0, 100.1, 0.2), (100.1, 100.4, 0.0), (100.4, 100.7, 0.0),
+                                                     (100.7, 101.0, 0.0)]
+    assert file_passes(A, 100.0, 150.0, 30.0) == [(100.0, 150.0, 30.0)]
+
+
 def test_the_schedule_refuses_an_empty_playlist_and_twin_blocks():
     with pytest.raises(ValueError):
         Schedule(())
@@ -135,7 +154,8 @@ def test_epochs_parse_and_need_an_offset():
 
 
 programmes = st.lists(st.builds(Programme, path=st.just("/m/x.mkv"), title=st.sampled_from("XYZ"),
-                                duration=st.floats(20, 20000, allow_nan=False)), min_size=1, max_size=6)
+                                duration=st.floats(20, 20000, allow_nan=False) | st.floats(0.001, 3, allow_nan=False)),
+                      min_size=1, max_size=6)
 blocks = st.lists(st.builds(Block, start=st.times().map(lambda t: t.replace(microsecond=0)),
                             programmes=programmes.map(tuple), title=st.none() | st.just("B")),
                   max_size=3, unique_by=lambda b: b.start)
@@ -149,7 +169,8 @@ def test_airings_are_contiguous_and_the_one_at_t_contains_t(loop, day_blocks, zo
     s = Schedule(tuple(loop), tuple(day_blocks), epoch, zone)
     on = s.airing_at(t)
     assert on.start <= t < on.end
-    assert on.inpoint >= 0 and on.end - on.start <= on.programme.duration - on.inpoint + 1e-6
+    assert on.inpoint >= 0 and on.end - on.start <= on.programme.slot - on.inpoint + 1e-6
+    assert on.programme.slot >= min(MIN_SLOT_SECONDS, on.programme.duration * on.programme.repeats)
     got = s.airings(t, t + span)
     assert got[0] == on and got[-1].end >= t + span
     for before, after in zip(got, got[1:]):
