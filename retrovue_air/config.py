@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from retrovue_air import device_id as device_ids
-from retrovue_air import media_info, safe_files
+from retrovue_air import media_info, safe_files, url_secrets
 from retrovue_air.schedule import DEFAULT_EPOCH, Block, Programme, Schedule, parse_daily_time, parse_epoch
 
 CHANNEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
@@ -456,7 +456,7 @@ class _Validator:
         except ValueError as e:
             raise self.error("url", f"not a URL: {e}", i) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self.error("url", f"expected http://HOST[:PORT]/PATH, got {url!r}", i)
+            raise self.error("url", f"expected http://HOST[:PORT]/PATH, got {url_secrets.redacted(url)!r}", i)
         remux = self.typed(t, "remux", bool, i) if "remux" in t else False
         follow = self.typed(t, "follow_redirects", bool, i) if "follow_redirects" in t else False
         return Relay(url=url, remux=remux, follow_redirects=follow, line=self.line_of("url", i))
@@ -817,7 +817,7 @@ def relay_loops(channels: list[Channel] | tuple[Channel, ...], listen: tuple[str
             if target in seen:
                 chain = " -> ".join(seen + [target])
                 errors.append(ConfigError(path, channel.source.line, "url",
-                                          f"relay loop: {channel.source.url} is this instance "
+                                          f"relay loop: {url_secrets.redacted(channel.source.url)} is this instance "
                                           f"({listen[0]}:{listen[1]}) and leads back to channel "
                                           f"{channel.id!r} ({chain})"))
                 break

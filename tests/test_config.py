@@ -201,3 +201,19 @@ def test_every_error_in_a_file_is_reported_at_once(tmp_path):
     lines = str(e).splitlines()
     assert [line.split(": ")[0].rsplit(":", 1)[1] for line in lines] == ["1", "2", "4", "10"]
     assert (e.line, e.key) == (1, "bogus") and len(e.others) == 3
+
+
+@pytest.mark.parametrize("url", ["ftp://user:pa55w0rd@origin.example/1.ts?token=s3cr3t",
+                                 "http://user:pa55w0rd@/1.ts?token=s3cr3t"])
+def test_a_refused_relay_url_is_named_without_its_credentials(tmp_path, url):
+    path = write(tmp_path, f"""
+        [[channel]]
+        id = "r"
+        name = "R"
+        source = "relay"
+        url = "{url}"
+    """)
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert "url" in str(e.value)
+    assert "pa55w0rd" not in str(e.value) and "s3cr3t" not in str(e.value)
