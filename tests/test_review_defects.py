@@ -423,12 +423,19 @@ def test_a_start_for_a_channel_a_reload_removed_does_not_leave_it_stopping(servi
 def test_channel_list_shows_file_names_not_paths_unless_told(service_factory, tmp_path, schedule_media):
     secret = tmp_path / "private-library"
     secret.mkdir()
-    broken = secret / "broken.mp4"
+    media = secret / "broken.mp4"
+    media.write_bytes(schedule_media["red"].read_bytes())
+    # A media file that fails is covered by a slate now; an ffmpeg that fails on it, naming it
+    # as ffmpeg does, is what still fails a channel and shows its words on /channels.
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n"
+                    '[ "$1" = -version ] && { echo "ffmpeg version 9.0"; exit 0; }\n'
+                    f'echo "{media}: Invalid data found when processing input" >&2\nexit 1\n')
+    fake.chmod(0o755)
     for expose in (False, True):
-        broken.write_bytes(schedule_media["red"].read_bytes())  # sound when the config is checked...
-        service = service_factory(extra=files_channel("bad", broken),
+        service = service_factory(extra=files_channel("bad", media), env={"PATH": f"{fake.parent}:{os.environ['PATH']}"},
                                   extra_top="expose_paths = true" if expose else "")
-        broken.write_bytes(b"this is not a video" * 100)  # ...broken when it goes on air
         r = requests.get(service.url("/channels/bad.ts"), timeout=20)
         assert r.status_code == 503
         entry = service.channels()["bad"]
