@@ -32,6 +32,8 @@ PROBE_TIMEOUT_SECONDS = 30
 # still picture held for an hour is still 25 tiny frames a second). A file smaller than its
 # duration at this rate is lying about its duration.
 MIN_BYTES_PER_SECOND = 100
+# Packets further apart than this are a jump in the file's clock, not a programme's length.
+MAX_PACKET_GAP_SECONDS = 60
 MAX_PROGRAMME_SECONDS = 7 * 86400  # a single file a week long is a broken file, not television
 # The 33-bit 90 kHz clock of MPEG-TS wraps here: no recording starts later in its own timeline.
 MAX_START_SECONDS = 2**33 / 90000
@@ -149,8 +151,12 @@ def probe(path: str, size: int | None = None) -> MediaInfo:
     if believable_duration(info.duration, size):
         return info
     measured = measure_duration(path, info.start_time)
-    if measured is None or not believable_duration(measured, size):
-        packets = "no packets with times" if measured is None else f"packets that span {_say(measured)} s"
+    # Packets a few seconds apart all the way vouch for a length whatever the bytes (a still
+    # picture held for a minute is a few KB); a jump in their times does not.
+    if measured is None or not 0 < measured <= MAX_PROGRAMME_SECONDS:
+        packets = ("no packets that vouch for it (none with times, or a jump of over "
+                   f"{MAX_PACKET_GAP_SECONDS} s between two)") if measured is None \
+            else f"packets that span {_say(measured)} s"
         raise ProbeError(f"its header says it lasts {_say(info.duration)} s and it has {packets}: more than "
                          f"its {size} bytes can hold (at least {MIN_BYTES_PER_SECOND} bytes a second, "
                          f"at most {MAX_PROGRAMME_SECONDS // 86400} days)")
@@ -160,7 +166,9 @@ def probe(path: str, size: int | None = None) -> MediaInfo:
 
 
 def measure_duration(path: str, start_time: float) -> float | None:
-    """How long the file's packets last (the end of the last one, from start_time), or None.
+    """How long the file's packets last (the end of the last one, from start_time), or None
+    when they cannot vouch for it: no packet with a time, or a gap between two packets'
+    times over MAX_PACKET_GAP_SECONDS (a timestamp jump, not a programme).
 
     Only demuxed, never decoded: the time taken is the file's size, not its claimed length,
     and a file small enough to be suspect is read in a moment."""
@@ -169,14 +177,18 @@ def measure_duration(path: str, start_time: float) -> float | None:
     except subprocess.TimeoutExpired:
         raise ProbeError(f"its header's duration cannot be believed and reading its packets took longer than "
                          f"{PROBE_TIMEOUT_SECONDS} s") from None
-    end = None
+    times, end = [], None
     for line in result.stdout.splitlines():
         pts, dts, length = ([_seconds(v) for v in line.split(",")[:3]] + [None, None, None])[:3]
         at = pts if pts is not None else dts
         if at is not None:
+            times.append(at)
             packet_end = at + (length if length is not None and length > 0 else 0.0)
             end = packet_end if end is None else max(end, packet_end)
     if end is None or not end - start_time > 0:
+        return None
+    times.sort()
+    if any(b - a > MAX_PACKET_GAP_SECONDS for a, b in zip(times, times[1:])):
         return None
     return end - start_time
 

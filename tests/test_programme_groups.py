@@ -82,7 +82,8 @@ def test_a_long_airing_among_one_frame_files_is_never_skipped(frames):
     # A run of frames (looked at one by one up to WALK_LIMIT, then skipped over), then a 90 s film.
     playlist = (*([FRAME] * frames), Programme("/m/film.mkv", 90, "Film"), *([FRAME] * 5000))
     schedule = Schedule(playlist, epoch=EPOCH)
-    begins = round(frames * 0.04, 3)
+    # Where the schedule puts the film (each one-frame file airs in a slot of its own minimum length).
+    begins = next(a.start for a in schedule.airings_from(EPOCH) if a.programme.title == "Film") - EPOCH
     got = spans(listed(schedule.airings_from, EPOCH, EPOCH + begins + 150))
     film = [s for s in got if s[2] == "Film"]
     # The frames before it are a group of their own from a minute on; shorter, they join the film.

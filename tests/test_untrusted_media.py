@@ -110,6 +110,16 @@ def test_timestamps_that_jump_a_day_in_a_small_file_are_refused_with_file_line_a
     assert str(hostile["jump"]) in e.value.message and "90004" in e.value.message, str(e.value)
 
 
+def test_a_still_picture_held_a_minute_is_believed_however_few_its_bytes(tmp_path):
+    # 61 s of a grey 32x32 picture at 1 fps is about 2 KB: under the bytes-a-second floor, but
+    # its packets come a second apart all the way, so they vouch for its length.
+    still = tmp_path / "still.mp4"
+    subprocess.run([require_tool("ffmpeg"), "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=32x32:r=1:d=61",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(still)], check=True, timeout=60)
+    assert still.stat().st_size < 61 * media_info.MIN_BYTES_PER_SECOND
+    assert media_info.probe(str(still)).duration == pytest.approx(61, abs=1)
+
+
 @pytest.mark.parametrize("claimed, size, expected", [
     (7200.0, 2_000_000_000, True),  # a film
     (0.04, 2_000, True),  # one frame
