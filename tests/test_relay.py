@@ -255,7 +255,13 @@ def test_many_viewers_through_haproxy_cost_the_origin_one_pull_per_channel_per_e
         edge.wait_idle(timeout=10)
     origin.wait_idle(timeout=10)  # the edges' pulls were its only viewers
     for service, fds in zip((origin, *edges), baseline):
-        wait_until(lambda: service.fd_counts() == fds, 5, f"fds of :{service.port} back to {fds}")
+        try:
+            wait_until(lambda: service.fd_counts() == fds, 5, f"fds of :{service.port} back to {fds}")
+        except AssertionError:
+            for pid in (service.supervisor.pid, service.front.pid):
+                print("fds of pid", pid, sorted(os.readlink(f"/proc/{pid}/fd/{f}") for f in os.listdir(f"/proc/{pid}/fd")))
+            print("baseline", fds, "now", service.fd_counts())
+            raise
     assert all(r.count > 64 * 1024 for r in readers)
 
 
