@@ -22,6 +22,8 @@ from retrovue_air.schedule import Airing, file_passes
 
 from .slots import Piece
 
+from .picture import picture_filters
+
 # Found here, at import, while the supervisor may still be root: after it drops to a user
 # that cannot read the interpreter's own library, imageio_ffmpeg could not look in a worker.
 BUNDLED_FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -345,12 +347,11 @@ def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, fr
         cmd += [*reading, "-i", path]
     else:
         cmd += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
-    w, h = channel.width, channel.height
+    picture = dict(channel.source.pictures).get(path) if isinstance(channel.source, MediaFiles) else None
     cmd += [
         "-map", "0:v:0",
-        "-vf", (f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
-                f"setsar=1,fps={channel.fps},format=yuv420p,tpad=stop=-1:stop_mode=clone,"
-                f"trim=end_frame={frames}"),
+        "-vf", (picture_filters(picture, channel.width, channel.height, channel.fps)
+                + f",tpad=stop=-1:stop_mode=clone,trim=end_frame={frames}"),
         # Frames as the filters made them: ffmpeg would otherwise duplicate some to fill
         # the gap between 0 and a seeked file's first timestamp.
         "-fps_mode", "passthrough",
