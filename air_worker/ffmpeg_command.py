@@ -22,6 +22,8 @@ from retrovue_air.schedule import Airing, file_passes
 
 from .slots import Piece
 
+from .picture import picture_filters
+
 # Found here, at import, while the supervisor may still be root: after it drops to a user
 # that cannot read the interpreter's own library, imageio_ffmpeg could not look in a worker.
 BUNDLED_FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -322,32 +324,44 @@ def decoder_command(channel: Channel, binary: str, path: str, inpoint: float, fr
     Exact counts keep picture and sound together across any number of airings: a file
     whose audio is shorter is padded with silence, a last picture is held. A file shorter
     than its slot is read `passes` times over (the first from `inpoint`).
+
+    The file is opened twice, one demuxer for its picture and one for its sound, each at
+    its own place in the file. With one demuxer ffmpeg writes the two pipes in the file's
+    order: an MPEG-PS (a DVD's .vob, a broadcast .mpg) may hold a picture seconds before the
+    sound of the same moment, and the encoder, which reads both in step, stops taking
+    pictures; the decoder then blocked on a full video pipe, never reaching the sound the
+    encoder waited for. With two demuxers ffmpeg feeds whichever output is behind from its
+    own input, so both pipes fill in timestamp order whatever the interleaving.
     """
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
-    if passes > 1:
-        # A bounded loop, not -1: a file whose counts could never be reached (an audio stream
-        # without a packet) then ends and fails, where an endless input would hang its channel.
-        cmd += ["-stream_loop", str(passes - 1)]
+    # Input options, given to both inputs alike. A bounded loop, not -1: a file whose counts
+    # could never be reached (an audio stream without a packet) then ends and fails, where an
+    # endless input would hang its channel. -ss before -i and decoding: ffmpeg seeks to the
+    # keyframe before, then drops decoded frames up to the inpoint, so the first picture is
+    # the right one; on both, or the sound would start at the file's beginning.
+    reading = ["-stream_loop", str(passes - 1)] if passes > 1 else []
     if inpoint > 0:
-        # Before -i and decoding: ffmpeg seeks to the keyframe before, then drops
-        # decoded frames up to the inpoint, so the first picture is the right one.
-        cmd += ["-ss", f"{inpoint:.3f}"]
-    cmd += ["-i", path]
-    if not has_audio:
+        reading += ["-ss", f"{inpoint:.3f}"]
+    cmd += [*reading, "-i", path]
+    if has_audio:
+        cmd += [*reading, "-i", path]
+    else:
         cmd += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
-    w, h = channel.width, channel.height
+    picture = dict(channel.source.pictures).get(path) if isinstance(channel.source, MediaFiles) else None
     cmd += [
         "-map", "0:v:0",
-        "-vf", (f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
-                f"setsar=1,fps={channel.fps},format=yuv420p,tpad=stop=-1:stop_mode=clone,"
-                f"trim=end_frame={frames}"),
+        "-vf", (picture_filters(picture, channel.width, channel.height, channel.fps)
+                + f",tpad=stop=-1:stop_mode=clone,trim=end_frame={frames}"),
         # Frames as the filters made them: ffmpeg would otherwise duplicate some to fill
         # the gap between 0 and a seeked file's first timestamp.
         "-fps_mode", "passthrough",
         "-f", "rawvideo", f"pipe:{video_fd}",
-        "-map", "0:a:0" if has_audio else "1:a:0",
-        "-af", (f"aresample={AUDIO_RATE},aformat=sample_fmts=s16:channel_layouts=stereo,apad,"
-                f"atrim=end_sample={samples}"),
+        "-map", "1:a:0",
+        # Samples placed by their timestamps, as the fps filter places pictures: sound that
+        # starts late (a seek that lands past the first audio, a gap in a broadcast recording)
+        # is preceded by silence instead of pulling the rest early.
+        "-af", (f"aresample={AUDIO_RATE}:async=1:first_pts=0,"
+                f"aformat=sample_fmts=s16:channel_layouts=stereo,apad,atrim=end_sample={samples}"),
         "-f", "s16le", f"pipe:{audio_fd}",
     ]
     return cmd

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .readers import raise_fd_limit
 
-PARTS = ("fanout", "join", "icecast", "churn", "relay", "relay_rss", "storm", "cached", "many", "guide", "config")
+PARTS = ("fanout", "join", "icecast", "churn", "relay", "relay_rss", "storm", "cached", "many", "guide", "config",
+         "transcode")
 FULL = {"viewers": [100, 1000, 5000, 10000], "seconds": 30.0, "churn_cycles": 5000}
 
 
@@ -132,6 +133,10 @@ def run_parts(args: argparse.Namespace, report: dict) -> None:
         from . import guide
         report["guide"] = guide.run()
         show("/xmltv.xml of 50 channels x 336 hours, 6 requests at once, beside a viewer", report["guide"])
+    if "transcode" in args.only:
+        from . import transcode_cpu
+        report["transcode_cpu"] = transcode_cpu.run(max(args.seconds, 20.0))
+        show("one channel transcoding live: decoder + encoder, DVD and 1080p", report["transcode_cpu"])
     if "relay" in args.only:
         from . import relay
         report["relay"] = relay.run(min(max(args.viewers), 400), min(args.seconds, 10.0))

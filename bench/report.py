@@ -104,6 +104,13 @@ def markdown(report: dict) -> str:
                 "", f"Front's own teardown histogram (STOP sent → worker exit): "
                     f"{churn['teardown_front_histogram']['n']} samples, mean "
                     f"{churn['teardown_front_histogram']['mean_ms']} ms. Stuck cycles: {churn['stuck']}.", ""]
+    live = report.get("transcode_cpu")
+    if live:
+        out += [f"## One channel transcoding live ({live['channel_format']}): its decoder and encoder, "
+                "CPU-s per second of stream", "",
+                table(["source", "cores", "decoder", "encoder"],
+                      [[r["source"], r["cores"], r["decoder_cores"], r["encoder_cores"]]
+                       for r in live["cores_per_channel"].values()]), ""]
     fast = report.get("relay_rss")
     if fast and "error" not in fast:
         out += [f"## {fast['channels']} relays of an origin faster than real time ({fast['origin']}), "

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from retrovue_air import device_id as device_ids
 from retrovue_air import media_info, safe_files, url_secrets
+from retrovue_air.media_info import Picture
 from retrovue_air.schedule import DEFAULT_EPOCH, Block, Programme, Schedule, parse_daily_time, parse_epoch
 
 CHANNEL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
@@ -53,6 +54,7 @@ class MediaFiles:
     schedule: Schedule | None = None
     silent: frozenset[str] = frozenset()  # files with no audio stream: the air fills in silence
     start_times: tuple[tuple[str, float], ...] = ()  # (path, first timestamp) where it is not 0
+    pictures: tuple[tuple[str, Picture], ...] = ()  # (path, its video's shape): what the decoder scales
 
 
 @dataclass(frozen=True)
@@ -538,6 +540,7 @@ class _Validator:
         settings = {**self.schedule_defaults, **self.schedule_keys(t, i)}
         silent: set[str] = set()
         self.start_times: dict[str, float] = {}
+        self.pictures: dict[str, Picture] = {}
         playlist = self.programmes(t, i, None, silent)
         blocks = t.get("block", [])
         if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
@@ -564,7 +567,8 @@ class _Validator:
         paths = tuple(p.path for p in playlist)
         schedule = Schedule(tuple(playlist), tuple(made), settings["schedule_epoch"], settings["timezone"])
         return MediaFiles(paths=paths, schedule=schedule, silent=frozenset(silent),
-                          start_times=tuple(sorted(self.start_times.items())))
+                          start_times=tuple(sorted(self.start_times.items())),
+                          pictures=tuple(sorted(self.pictures.items())))
 
     def block_error(self, key: str, message: str, i: int, k: int) -> ConfigError:
         return ConfigError(self.path, self.block_line_of(key, i, k), f"block.{key}", message)
@@ -620,6 +624,8 @@ class _Validator:
                 silent.add(full)
             if info.start_time:
                 self.start_times[full] = info.start_time
+            if info.picture is not None:
+                self.pictures[full] = info.picture
             out.append(Programme(
                 path=full, duration=info.duration,
                 title=meta.get("title") or info.title or os.path.splitext(os.path.basename(full))[0],

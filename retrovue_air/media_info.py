@@ -7,6 +7,8 @@ again, and a file that changed on disk is probed anew.
 What a file says about itself is data, never trusted: its header's duration is believed
 only if the file's size can hold it (else its packets are read to measure it), numbers in
 its tags are ASCII digits or nothing, and a cached answer is checked like a fresh one.
+Each cache entry says which PROBE_VERSION wrote it: one probed for fewer facts than we now
+keep is probed again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import tempfile
 import unicodedata
 from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
 
 from retrovue_air import child_process
 
@@ -41,10 +44,37 @@ TAG_NUMBER = re.compile(r"[0-9]{1,6}")  # ASCII: str.isdigit() also says yes to 
 MAX_TITLE_CHARS = 200
 _NOT_ON_ONE_LINE = ("Cc", "Cs", "Zl", "Zp")  # controls, lone surrogates (unencodable), line breaks
 _SECONDS = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")  # what ffprobe prints, and nothing else
+# Bumped whenever MediaInfo gains a probed fact: 2 added the picture's shape.
+PROBE_VERSION = 2
+MAX_PICTURE_SIDE = 16384  # more than any real video's; a bigger claim is no picture size at all
+_RATIO = re.compile(r"([0-9]{1,6}):([0-9]{1,6})")
+MAX_PIXEL_ASPECT = 10  # pixels wider or taller than this are a broken header, taken as square
+FIELD_ORDERS = ("progressive", "tt", "bb", "tb", "bt")  # ffprobe's; the last four are interlaced
+_ROTATE_TAG = re.compile(r"-?[0-9]{1,3}")
 
 
 class ProbeError(Exception):
     """A file ffprobe cannot read, or one without a duration or any stream we can use."""
+
+
+@dataclass(frozen=True)
+class Picture:
+    """The shape of a file's first video stream, as the decoder's filters receive it."""
+    width: int
+    height: int
+    sar: Fraction = Fraction(1)  # the pixels' own aspect ratio: 8/9 on a 4:3 DVD
+    field_order: str = ""  # one of FIELD_ORDERS; "" when the file does not say
+    rotation: int = 0  # degrees of the display matrix: ffmpeg turns the pictures before any filter
+
+    @property
+    def display_aspect(self) -> Fraction:
+        """Width over height as seen, pixel shape and rotation applied."""
+        aspect = Fraction(self.width) * self.sar / self.height
+        return 1 / aspect if self.rotation % 180 == 90 else aspect
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order in FIELD_ORDERS[1:]
 
 
 @dataclass(frozen=True)
@@ -56,6 +86,19 @@ class MediaInfo:
     season: int | None = None
     start_time: float = 0.0  # the first timestamp (MPEG-TS files rarely start at 0)
     has_video: bool = True
+    # The first video stream's shape (see Picture); width 0 when there is none or it is unknown.
+    width: int = 0
+    height: int = 0
+    sample_aspect_ratio: str = "1:1"
+    field_order: str = ""
+    rotation: int = 0
+
+    @property
+    def picture(self) -> Picture | None:
+        if not (self.has_video and self.width > 0 and self.height > 0):
+            return None
+        return Picture(self.width, self.height, pixel_aspect(self.sample_aspect_ratio), self.field_order,
+                       self.rotation)
 
 
 def ffprobe_binary() -> str:
@@ -92,6 +135,46 @@ def _title(value: str | None) -> str | None:
     return " ".join(text.split())[:MAX_TITLE_CHARS] or None
 
 
+def _side(value: object) -> int:
+    return value if type(value) is int and 0 < value <= MAX_PICTURE_SIDE else 0
+
+
+def pixel_aspect(text: object) -> Fraction:
+    """ffprobe's "8:9" as a ratio; 1 for what says nothing ("0:1", "N/A") or nothing believable."""
+    m = _RATIO.fullmatch(text) if isinstance(text, str) else None
+    if not m or not int(m.group(1)) or not int(m.group(2)):
+        return Fraction(1)
+    ratio = Fraction(int(m.group(1)), int(m.group(2)))
+    return ratio if 1 / MAX_PIXEL_ASPECT <= ratio <= MAX_PIXEL_ASPECT else Fraction(1)
+
+
+def _ratio_text(ratio: Fraction) -> str:
+    return f"{ratio.numerator}:{ratio.denominator}"
+
+
+def _rotation(stream: dict) -> int:
+    """The display matrix's turn (side data), else the `rotate` tag older muxers wrote; 0..359."""
+    sides = stream.get("side_data_list")
+    for side in sides if isinstance(sides, list) else []:
+        turn = side.get("rotation") if isinstance(side, dict) else None
+        if type(turn) in (int, float) and math.isfinite(turn):
+            return round(turn) % 360
+    tags = stream.get("tags")
+    tag = tags.get("rotate") if isinstance(tags, dict) else None
+    return int(tag) % 360 if isinstance(tag, str) and _ROTATE_TAG.fullmatch(tag) else 0
+
+
+def picture_fields(streams: list[dict]) -> dict:
+    """The first video stream's shape as MediaInfo's fields; none when it has no believable size."""
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    if video is None or not (_side(video.get("width")) and _side(video.get("height"))):
+        return {}
+    order = video.get("field_order")
+    return {"width": video["width"], "height": video["height"],
+            "sample_aspect_ratio": _ratio_text(pixel_aspect(video.get("sample_aspect_ratio"))),
+            "field_order": order if order in FIELD_ORDERS else "", "rotation": _rotation(video)}
+
+
 def _say(seconds: float) -> str:
     return f"{seconds:.0f}" if seconds < 1e15 else f"{seconds:.3g}"
 
@@ -126,7 +209,7 @@ def parse_probe(output: str) -> MediaInfo:
     return MediaInfo(duration=duration, has_audio="audio" in kinds, has_video="video" in kinds,
                      title=_title(tags.get("title")), start_time=start_time,
                      episode=_number(tags, "episode_sort", "episode", "episode_id"),
-                     season=_number(tags, "season_number", "season"))
+                     season=_number(tags, "season_number", "season"), **picture_fields(streams))
 
 
 def run_ffprobe(args: list[str], path: str) -> subprocess.CompletedProcess:
@@ -140,8 +223,9 @@ def run_ffprobe(args: list[str], path: str) -> subprocess.CompletedProcess:
 def probe(path: str, size: int | None = None) -> MediaInfo:
     size = os.stat(path).st_size if size is None else size
     try:
-        result = run_ffprobe(["-show_entries", "format=duration,start_time:format_tags:stream=codec_type,duration",
-                              "-of", "json"], path)
+        result = run_ffprobe(["-show_entries", "format=duration,start_time:format_tags"
+                              ":stream=codec_type,duration,width,height,sample_aspect_ratio,field_order"
+                              ":stream_tags=rotate:stream_side_data=rotation", "-of", "json"], path)
     except subprocess.TimeoutExpired:
         raise ProbeError(f"ffprobe took longer than {PROBE_TIMEOUT_SECONDS} s") from None
     if result.returncode != 0:
@@ -197,6 +281,8 @@ def cached_info(entry: dict, size: int) -> MediaInfo | None:
     """A cache entry's MediaInfo if it is one this version could have written for a file of
     `size` bytes; None (probe again) for one written by another version, edited, or believing
     a header that an earlier version did not check."""
+    if entry.get("version") != PROBE_VERSION:
+        return None
     try:
         info = MediaInfo(**entry["info"])
     except (TypeError, KeyError):
@@ -205,7 +291,12 @@ def cached_info(entry: dict, size: int) -> MediaInfo | None:
              and type(info.start_time) is float and abs(info.start_time) <= MAX_START_SECONDS
              and type(info.has_audio) is bool and type(info.has_video) is bool
              and (info.title is None or type(info.title) is str and _title(info.title) == info.title)
-             and all(n is None or type(n) is int and 0 <= n < 10**6 for n in (info.episode, info.season)))
+             and all(n is None or type(n) is int and 0 <= n < 10**6 for n in (info.episode, info.season))
+             and all(type(n) is int and (n == 0 or _side(n)) for n in (info.width, info.height))
+             and type(info.sample_aspect_ratio) is str
+             and _ratio_text(pixel_aspect(info.sample_aspect_ratio)) == info.sample_aspect_ratio
+             and info.field_order in ("", *FIELD_ORDERS)
+             and type(info.rotation) is int and 0 <= info.rotation < 360)
     return info if sound else None
 
 
@@ -254,7 +345,7 @@ class MediaInfoCache:
             if cached is not None:
                 return cached
         info = probe(path, st.st_size)
-        self.entries[path] = {"key": key, "info": asdict(info)}
+        self.entries[path] = {"key": key, "version": PROBE_VERSION, "info": asdict(info)}
         self.changed = True
         return info
 

@@ -119,3 +119,12 @@ def test_markdown_shows_the_fast_relays_memory_and_rate():
         "viewer_stream_seconds": [15.4, 15.9], "viewer_real_time_after_3s": [1.0, 1.01], "viewers_dropped": 0}})
     assert "## 4 relays of an origin faster than real time (a 4 s .ts looped), one viewer each, 10 s" in text
     assert "| 23.5 | 54.4 | 54.4 | 15.4 / 15.9 | 1.0 / 1.01 | 0 |" in text
+
+
+def test_markdown_shows_what_one_channel_transcoding_live_costs_per_source():
+    text = report.markdown({"when": "now", "machine": "box", "cpus": 2, "transcode_cpu": {
+        "channel_format": "640x360 25 fps", "cores_per_channel": {
+            "dvd": {"source": "DVD", "cores": 0.269, "decoder_cores": 0.097, "encoder_cores": 0.171},
+            "hd": {"source": "1080p", "cores": 0.526, "decoder_cores": 0.352, "encoder_cores": 0.173}}}})
+    assert "## One channel transcoding live (640x360 25 fps)" in text
+    assert "| DVD | 0.269 | 0.097 | 0.171 |" in text and "| 1080p | 0.526 | 0.352 | 0.173 |" in text

@@ -33,7 +33,11 @@ def test_the_encoder_reads_raw_video_and_audio_from_the_given_pipes_in_real_time
 
 def test_a_decoder_seeks_only_when_it_starts_inside_its_file_and_counts_frames_and_samples():
     first = decoder_command(scheduled(), "ffmpeg", A.path, 3.25, 170, 326400, 5, 6)
-    assert value_after(first, "-ss") == "3.250" and first.index("-ss") < first.index("-i")
+    # The file opened twice, picture from the first demuxer, sound from the second: both seek.
+    inputs = [i for i, arg in enumerate(first) if arg == "-i"]
+    assert [first[i + 1] for i in inputs] == [A.path, A.path]
+    assert [first[i - 2:i] for i in inputs] == [["-ss", "3.250"]] * 2
+    assert value_after(first, "-map") == "0:v:0" and "1:a:0" in first
     assert "trim=end_frame=170" in value_after(first, "-vf") and "atrim=end_sample=326400" in value_after(first, "-af")
     assert "pipe:5" in first and "pipe:6" in first and "anullsrc" not in " ".join(first)
     whole = decoder_command(scheduled(), "ffmpeg", A.path, 0.0, 250, 480000, 5, 6, has_audio=False)
@@ -44,6 +48,8 @@ def test_a_file_shorter_than_its_slot_is_one_looping_decoder_and_one_copy_entry_
     still = Programme("/m/still.ts", 0.25, "Still")  # a slot of four passes
     cmd = decoder_command(scheduled(), "ffmpeg", still.path, 0.1, 25, 48000, 5, 6, passes=5)
     assert cmd.index("-stream_loop") < cmd.index("-i") and value_after(cmd, "-stream_loop") == "4"
+    loops = [i for i, arg in enumerate(cmd) if arg == "-stream_loop"]
+    assert len(loops) == 2 and loops[1] > cmd.index("-i")  # the sound's demuxer loops as the picture's
     assert "trim=end_frame=25" in value_after(cmd, "-vf")
     assert "-stream_loop" not in decoder_command(scheduled(), "ffmpeg", A.path, 0.0, 25, 48000, 5, 6)
     text = airing_list([Airing(still, 100.0, 101.0, 0.35)], {still.path: 1.4})
