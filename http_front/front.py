@@ -423,7 +423,7 @@ class Front:
         for viewer, lease in audience.answerable(channel.buffer.published if channel.buffer else 0, now):
             if not self.connections.is_open(viewer):
                 continue  # it left while it waited
-            lease.expires = now + self.config.hls_idle_seconds
+            audience.renew(lease.key, now, self.config.hls_idle_seconds)  # from its answer, in renewal order
             listed = len(audience.index.listed(channel.buffer.published)) if channel.buffer else 0
             if listed:
                 # A request that had to wait: a cold start, whose time to a playable playlist is worth a line.
