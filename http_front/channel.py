@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from retrovue_air.config import Channel as ChannelConfig
 
-from . import responses
+from . import hls_segments, responses
 from .channel_lifecycle import ChannelLifecycle
 from .channel_stats import ChannelStats
 from .stream_buffer import StreamBuffer
@@ -109,9 +109,11 @@ class Channel:
         return getattr(self.config.source, "schedule", None)
 
     @property
-    def viewers(self):
-        """The viewers receiving the stream, in arrival order: the lifecycle's to know, ours to serve."""
-        return self.lifecycle.watching
+    def viewers(self) -> list[Viewer]:
+        """The viewers receiving the stream, in arrival order: the lifecycle's to know, ours to serve.
+
+        Not its HLS leases: the lifecycle counts them too, but they take their bytes by request."""
+        return [v for v in self.lifecycle.watching if type(v) is Viewer]
 
     def bytes_out(self) -> int:
         return self.stats.bytes_out_closed + sum(v.cursor - v.start_cursor for v in self.viewers)
@@ -143,7 +145,8 @@ class Channel:
 
     def held_seconds(self, max_lag_seconds: float) -> float:
         """What the ring must hold: a joiner's burst, then room for it to fall max_lag_seconds behind."""
-        return 2 * max_lag_seconds + (self.config.join_burst_seconds if self.config.join == "keyframe" else 0)
+        ts = 2 * max_lag_seconds + (self.config.join_burst_seconds if self.config.join == "keyframe" else 0)
+        return max(ts, hls_segments.held_seconds(self.config.keyframe_seconds))
 
     def ring_seconds(self, max_lag_seconds: float) -> float:
         """What the ring is sized for: held_seconds() and, on top, a new stream's first

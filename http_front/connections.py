@@ -110,6 +110,11 @@ class Connections:
         self.reading.pop(viewer, None)
         self.closing[viewer] = now + self.config.request_timeout_seconds
 
+    def kept_alive(self, viewer: Viewer) -> None:
+        """Its response is out and it may send another request: within the request timeout, as a new one."""
+        self.closing.pop(viewer, None)
+        self.reading[viewer] = None
+
     def progressed(self, viewer: Viewer, now: float) -> None:
         """The client took more of its final response: its deadline counts from now.
 

@@ -20,16 +20,17 @@ from retrovue_air import device_id as device_ids
 from retrovue_air import wire
 from retrovue_air.config import Config
 
-from . import discovery, public_urls, responses, routes, tuner
+from . import discovery, hls, public_urls, responses, routes, tuner
 from .air_links import AirLinks, SupervisorGone
 from .answers import FrontState, answer
 from .channel import Channel, Close
 from .channel_lifecycle import Action, Admit, Disconnect, Refuse, RequestStream, StopStream, stream_numbers
 from .connections import Connections
 from .guide import Guide
+from .hls import HlsChannel, Lease
 from .lineup import Lineup
 from .presentation import guide_numbers
-from .request_reader import GONE, Reject, Request
+from .request_reader import GONE, Reject, Request, Result
 from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")
@@ -51,6 +52,7 @@ class Front:
         self.air = AirLinks(control, self.sel)
         self.guide = Guide(config)
         self.responder: discovery.DiscoveryResponder | None = None  # with discovery = true, once running
+        self.hls: dict[Channel, HlsChannel] = {}  # made at a channel's first HLS request
         self.running = True
 
     def state(self) -> FrontState:
@@ -122,6 +124,7 @@ class Front:
             return 0.0
         deadlines = [d for c in self.lineup
                      for d in (c.flush_deadline, c.start_deadline, c.read_deadline, c.keep_alive_deadline) if d]
+        deadlines += [d for d in (h.next_deadline() for h in self.hls.values()) if d]
         deadlines += [d for d in (self.connections.next_deadline(), self.air.next_deadline(),
                                   self.responder and self.responder.next_deadline()) if d]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
@@ -138,6 +141,7 @@ class Front:
                 self.stream_readable(channel, now)
             if channel.flush_deadline is not None and channel.flush_deadline <= now:
                 self.close_all(channel.flush(now, self.config.max_lag_seconds))
+                self.hls_news(channel, now)
             if channel.keep_alive_deadline is not None and channel.keep_alive_deadline <= now:
                 self.close_all(channel.keep_alive(now, self.config.max_lag_seconds))
             if channel.start_deadline is not None and channel.start_deadline <= now:
@@ -145,6 +149,13 @@ class Front:
                 reason = f"no stream within {self.config.start_timeout_seconds:g} s"
                 log.error("channel %s: %s; giving up on stream %s", channel.id, reason, channel.lifecycle.stream)
                 self.carry_out(channel, channel.lifecycle.start_timed_out(channel.lifecycle.stream, reason, now))
+        for channel, audience in list(self.hls.items()):
+            for lease in audience.expired(now):
+                audience.drop(lease)
+                log.info("channel %s: tune out HLS %s: no request for %g s (%d viewers)", channel.id, lease.peer,
+                         self.config.hls_idle_seconds, channel.lifecycle.viewer_count - 1)
+                self.carry_out(channel, channel.lifecycle.tune_out(lease))
+            self.answer_held(channel, audience, now)
 
     def shutdown(self) -> None:
         for viewer in list(self.connections.viewers.values()):
@@ -163,15 +174,18 @@ class Front:
             if result is GONE:
                 self.close_viewer(viewer, "left" if viewer.phase is Phase.REQUEST else "connection lost")
                 return
-            if isinstance(result, Reject):
-                log.info("%s: bad request (%d): %s", viewer.peer, result.status, result.why)
-                self.respond(viewer, responses.text(result.status, result.text))
-            elif isinstance(result, Request):
-                viewer.requested_at = time.monotonic()
-                self.connections.request_read(viewer)
-                self.handle_request(viewer, result)
+            self.request_result(viewer, result)
         if mask & selectors.EVENT_WRITE and self.connections.is_open(viewer):
             self.pump(viewer)
+
+    def request_result(self, viewer: Viewer, result: Result) -> None:
+        if isinstance(result, Reject):
+            log.info("%s: bad request (%d): %s", viewer.peer, result.status, result.why)
+            self.respond(viewer, responses.text(result.status, result.text))
+        elif isinstance(result, Request):
+            viewer.requested_at = time.monotonic()
+            self.connections.request_read(viewer)
+            self.handle_request(viewer, result)
 
     def handle_request(self, viewer: Viewer, request: Request) -> None:
         r = routes.route(request.method, request.target, self.lineup.channels.keys(), guide_numbers(self.config))
@@ -180,6 +194,9 @@ class Front:
                      request.target.decode("ascii", "replace")[:200], r.status)
         # No Host (HTTP/1.0): links name the address and port this connection reached.
         host = request.host or public_urls.authority(viewer.sock.getsockname())
+        if isinstance(r, (routes.HlsPlaylist, routes.HlsSegment)):
+            self.hls_request(viewer, request, r)
+            return
         if isinstance(r, routes.Guide):
             # Seconds of work for a large guide: made between the loop's rounds (make_guide).
             data = self.guide.ask(viewer, r.head_only, host, time.time())
@@ -217,9 +234,10 @@ class Front:
         log.warning("%s: refused: %s", viewer.peer, why)
         self.respond(viewer, responses.text(503, why, [("Retry-After", "10"), *headers]))
 
-    def respond(self, viewer: Viewer, data: bytes) -> None:
-        """Send a final response; close once it is out, or at a deadline if it is never taken."""
+    def respond(self, viewer: Viewer, data: bytes, keep_alive: bool = False) -> None:
+        """Send a final response; close once it is out (unless kept alive), or at a deadline if it is never taken."""
         self.connections.responding(viewer, time.monotonic())
+        viewer.keep_alive = keep_alive
         self.after_send(viewer, viewer.respond(data))
 
     def pump(self, viewer: Viewer) -> None:
@@ -234,7 +252,12 @@ class Front:
         if sent is Sent.LOST:
             self.close_viewer(viewer, "connection lost")
         elif sent is Sent.ALL and viewer.phase is Phase.CLOSING:
-            self.close_viewer(viewer, None)
+            if viewer.keep_alive and not viewer.read_closed:
+                result = viewer.next_request(time.monotonic())
+                self.connections.kept_alive(viewer)
+                self.request_result(viewer, result)
+            else:
+                self.close_viewer(viewer, None)
 
     def close_all(self, closes: list[Close]) -> None:
         for close in closes:
@@ -258,6 +281,7 @@ class Front:
     def stream_readable(self, channel: Channel, now: float) -> None:
         read = channel.read(now, self.config.max_lag_seconds, self.config.flush_interval)
         self.close_all(read.closes)
+        self.hls_news(channel, now)
         if read.first_bytes:
             self.carry_out(channel, channel.lifecycle.first_bytes(channel.stream_id))
         elif read.ended:
@@ -277,16 +301,23 @@ class Front:
                 self.stop_stream(channel, action.stream)
             elif isinstance(action, Admit):
                 for viewer in action.viewers:
-                    self.after_send(viewer, channel.admit(viewer, action.from_start, time.monotonic()))
+                    if not isinstance(viewer, Lease):  # a lease's playlist is answered as segments come
+                        self.after_send(viewer, channel.admit(viewer, action.from_start, time.monotonic()))
             elif isinstance(action, Refuse):
                 log.warning("channel %s: refusing %d viewers: %s", channel.id, len(action.viewers), action.reason)
+                why = f"channel {channel.id} is unavailable: {action.reason}"
                 for viewer in action.viewers:
-                    self.respond(viewer, responses.text(503, f"channel {channel.id} is unavailable: {action.reason}",
-                                                        [("Retry-After", "5")]))
+                    if isinstance(viewer, Lease):
+                        self.lease_ended(channel, viewer, why)
+                    else:
+                        self.respond(viewer, responses.text(503, why, [("Retry-After", "5")]))
             elif isinstance(action, Disconnect):
                 log.warning("channel %s: closing %d viewers: %s", channel.id, len(action.viewers), action.reason)
                 for viewer in action.viewers:
-                    self.close_viewer(viewer, action.reason, tune_out=False)
+                    if isinstance(viewer, Lease):
+                        self.lease_ended(channel, viewer, f"channel {channel.id}: {action.reason}")
+                    else:
+                        self.close_viewer(viewer, action.reason, tune_out=False)
         channel.release_if_unused()
         self.lineup.retire_if_done(channel)
 
@@ -313,11 +344,110 @@ class Front:
         self.guide.configure(self.config)
         for channel in self.lineup.reload(new):
             for viewer in list(channel.lifecycle.waiting):
-                self.respond(viewer, responses.text(404, "no such channel"))
+                if isinstance(viewer, Lease):
+                    self.lease_ended(channel, viewer, "no such channel", status=404)
+                else:
+                    self.respond(viewer, responses.text(404, "no such channel"))
                 self.carry_out(channel, channel.lifecycle.tune_out(viewer))
+            for lease in [v for v in channel.lifecycle.watching if isinstance(v, Lease)]:
+                self.lease_ended(channel, lease, "channel removed")
+                self.carry_out(channel, channel.lifecycle.tune_out(lease))
             for viewer in list(channel.viewers):
                 self.close_viewer(viewer, "channel removed")
             self.carry_out(channel, [])
+
+
+    # HLS: playlists and segments cut from the ring (hls_segments), clients as leases (hls)
+
+    def hls_news(self, channel: Channel, now: float) -> None:
+        """The ring moved on: the segment index learns of it, and waiting playlist requests may be answered."""
+        audience = self.hls.get(channel)
+        if audience is not None:
+            audience.observe(channel, now, time.time())
+            self.answer_held(channel, audience, now)
+
+    def hls_request(self, viewer: Viewer, request: Request, r: routes.HlsPlaylist | routes.HlsSegment) -> None:
+        channel = self.lineup.get(r.channel)
+        now = time.monotonic()
+        audience = self.hls.get(channel)
+        if audience is None:
+            audience = self.hls[channel] = HlsChannel(channel.config.keyframe_seconds)
+        audience.observe(channel, now, time.time())
+        keep = viewer.keep_alive = request.keep_alive  # a held request is answered in kind
+        if isinstance(r, routes.HlsSegment):
+            buffer = channel.buffer
+            segment = buffer and audience.index.segment(r.stream, r.seq, buffer.published)
+            if segment is None:
+                self.respond(viewer, responses.text(404, "no such segment: it has left the buffer, or never was",
+                                                    [hls.CORS]))
+                return
+            data = audience.segment_bytes(segment, buffer)
+            if not r.head_only:
+                self.lease_of(viewer, request, channel, audience, now)
+                channel.stats.bytes_out_closed += len(data)
+            self.respond(viewer, responses.hls_body(200, hls.SEGMENT_TYPE, data, [hls.CORS, hls.SEGMENT_CACHING],
+                                                    keep, r.head_only), keep)
+            return
+        if r.head_only:  # the headers, without starting the channel
+            self.respond(viewer, self.playlist(channel, audience, keep, head_only=True), keep)
+            return
+        lease = self.lease_of(viewer, request, channel, audience, now, held=True)
+        if lease is not None:
+            self.answer_held(channel, audience, now)
+
+    def lease_of(self, viewer: Viewer, request: Request, channel: Channel, audience: HlsChannel, now: float,
+                 held: bool = False) -> Lease | None:
+        """The client's lease, renewed, or a new one tuned in; with held, its playlist request waits
+        for the segments (answered at once if they are there). None: refused, and answered so."""
+        user_agent = next((value for name, value in request.headers if name == b"user-agent"), b"")
+        key = (viewer.address, user_agent)
+        lease = audience.renew(key, now, self.config.hls_idle_seconds)
+        if lease is not None:
+            if held:
+                audience.hold(viewer, lease, now + self.config.start_timeout_seconds)
+            return lease
+        limit = self.viewer_limit(channel)
+        if limit:
+            if held:
+                self.refuse(viewer, limit, () if channel.lifecycle.viewer_count else tuner.ALL_TUNERS_IN_USE)
+            return None
+        lease = audience.lease(key, viewer.peer, now, self.config.hls_idle_seconds)
+        if held:
+            audience.hold(viewer, lease, now + self.config.start_timeout_seconds)
+        log.info("channel %s: tune in HLS %s (%d viewers)", channel.id, viewer.peer,
+                 channel.lifecycle.viewer_count + 1)
+        self.carry_out(channel, channel.lifecycle.tune_in(lease, now))
+        return lease
+
+    def answer_held(self, channel: Channel, audience: HlsChannel, now: float) -> None:
+        for viewer, lease in audience.answerable(channel.buffer.published if channel.buffer else 0, now):
+            if not self.connections.is_open(viewer):
+                continue  # it left while it waited
+            audience.renew(lease.key, now, self.config.hls_idle_seconds)  # from its answer, in renewal order
+            listed = len(audience.index.listed(channel.buffer.published)) if channel.buffer else 0
+            if listed:
+                # A request that had to wait: a cold start, whose time to a playable playlist is worth a line.
+                log.log(logging.INFO if now - viewer.requested_at > 0.01 else logging.DEBUG,
+                        "channel %s: HLS playlist for %s after %.2f s (%d segments)", channel.id, viewer.peer,
+                        now - viewer.requested_at, listed)
+                self.respond(viewer, self.playlist(channel, audience, viewer.keep_alive), viewer.keep_alive)
+            else:
+                self.respond(viewer, responses.text(
+                    503, f"channel {channel.id}: no segment within {self.config.start_timeout_seconds:g} s",
+                    [("Retry-After", "5"), hls.CORS]))
+
+    def playlist(self, channel: Channel, audience: HlsChannel, keep: bool, head_only: bool = False) -> bytes:
+        published = channel.buffer.published if channel.buffer else 0
+        data = audience.index.playlist(published, lambda s: f"{channel.id}/{s.name}.ts")
+        headers = [hls.CORS, hls.playlist_caching(audience.index.target)]
+        return responses.hls_body(200, hls.PLAYLIST_TYPE, data, headers, keep, head_only)
+
+    def lease_ended(self, channel: Channel, lease: Lease, why: str, status: int = 503) -> None:
+        """The lifecycle let the lease go (refused, its stream over): its waiting requests hear why."""
+        audience = self.hls.get(channel)
+        for viewer in audience.drop(lease) if audience else ():
+            if self.connections.is_open(viewer):
+                self.respond(viewer, responses.text(status, why, [("Retry-After", "5"), hls.CORS]))
 
 
 def run_front(config: Config, listener: socket.socket, control: socket.socket, generation: int) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from retrovue_air.config import Channel
 
 from .plain_text import one_line
-from .public_urls import guide_url, logo_url, stream_url
+from .public_urls import guide_url, hls_url, logo_url, stream_url
 
 CONTENT_TYPE = "audio/x-mpegurl"
 
@@ -23,7 +23,7 @@ def _m3u_text(value: str) -> str:
     return one_line(value).replace('"', "'")
 
 
-def render(channels: Iterable[Channel], base: str) -> bytes:
+def render(channels: Iterable[Channel], base: str, hls: bool = False) -> bytes:
     guide = guide_url(base)
     lines = [f'#EXTM3U url-tvg="{guide}" x-tvg-url="{guide}"']
     for c in channels:
@@ -31,5 +31,5 @@ def render(channels: Iterable[Channel], base: str) -> bytes:
         attributes = {"tvg-id": c.id, "tvg-chno": c.number, "tvg-name": name,
                       "tvg-logo": logo_url(base, c) or "", "group-title": c.group or "", "channel-id": c.id}
         extinf = " ".join(f'{key}="{_m3u_text(value)}"' for key, value in attributes.items())
-        lines += [f"#EXTINF:-1 {extinf},{name}", stream_url(base, c)]
+        lines += [f"#EXTINF:-1 {extinf},{name}", hls_url(base, c) if hls else stream_url(base, c)]
     return ("\n".join(lines) + "\n").encode()

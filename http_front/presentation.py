@@ -47,7 +47,7 @@ def answer(r: routes.Route, config: Config, schedules: Mapping[str, object], hos
         return responses.body(200, XML, data, r.head_only)
     if isinstance(r, routes.Playlist):
         chosen = [config.channel(r.channel)] if r.channel else config.channels
-        return responses.body(200, m3u.CONTENT_TYPE, m3u.render(chosen, base), r.head_only)
+        return responses.body(200, m3u.CONTENT_TYPE, m3u.render(chosen, base, r.hls), r.head_only)
     if isinstance(r, routes.TunerPage):
         return tuner_page(r, config, base)
     if isinstance(r, routes.Logo):

@@ -32,6 +32,10 @@ def stream_url(base: str, channel: Channel) -> str:
     return f"{base}/channels/{channel.id}.ts"
 
 
+def hls_url(base: str, channel: Channel) -> str:
+    return f"{base}/channels/{channel.id}.m3u8"
+
+
 def tuner_url(base: str, channel: Channel) -> str:
     return f"{base}/auto/v{channel.number}"
 

@@ -38,6 +38,7 @@ class Request:
     target: bytes
     headers: tuple[tuple[bytes, bytes], ...]  # names lower-cased, as h11 gives them
     host: str | None  # the Host the client used, safe to echo in a link; None without one (HTTP/1.0)
+    keep_alive: bool = False  # HTTP/1.1 without "Connection: close": it may send another request
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RequestReader:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         self._received = 0
         self._decided: Result | None = None  # the Request or Reject, once there is one
+        self._after = b""  # bytes after the head (a pipelined request), for the next reader
 
     @property
     def head_done(self) -> bool:
@@ -84,6 +86,8 @@ class RequestReader:
 
     def feed(self, data: bytes) -> Result:
         if self._decided is not None:
+            if len(self._after) < self.max_head:
+                self._after += data[:self.max_head - len(self._after)]
             return IGNORED if data else READ_CLOSED
         if not data:
             return GONE
@@ -106,7 +110,16 @@ class RequestReader:
             return self._decide(Reject(431, "request header fields too large",
                                        f"request head of {head_size} bytes"))
         headers = tuple((bytes(name), bytes(value)) for name, value in event.headers)
-        return self._decide(Request(bytes(event.method), bytes(event.target), headers, safe_host(headers)))
+        keep_alive = event.http_version == b"1.1" and not any(
+            name == b"connection" and b"close" in value.lower() for name, value in headers)
+        self._after = bytes(self._conn.trailing_data[0])
+        return self._decide(Request(bytes(event.method), bytes(event.target), headers, safe_host(headers),
+                                    keep_alive))
+
+    def next_request(self) -> tuple[RequestReader, Result]:
+        """For a kept connection: a reader for its next request, fed what already came of it."""
+        reader = RequestReader(self.max_head)
+        return reader, (reader.feed(self._after) if self._after else NEED_MORE)
 
     def _decide(self, result: Result) -> Result:
         self._decided = result

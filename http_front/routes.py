@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from retrovue_air.config import CHANNEL_ID
+
+from .hls_segments import segment_name
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,21 @@ class Metrics:
 class Playlist:
     channel: str | None  # None: every channel
     head_only: bool
+    hls: bool = False  # list the channels' HLS playlists instead of their TS streams
+
+
+@dataclass(frozen=True)
+class HlsPlaylist:
+    channel: str
+    head_only: bool
+
+
+@dataclass(frozen=True)
+class HlsSegment:
+    channel: str
+    stream: int
+    seq: int
+    head_only: bool
 
 
 @dataclass(frozen=True)
@@ -65,7 +82,8 @@ class Refuse:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Route = Watch | ChannelList | Health | StatusPage | Metrics | Playlist | Guide | TunerPage | Logo | Refuse
+Route = (Watch | ChannelList | Health | StatusPage | Metrics | Playlist | Guide | TunerPage | Logo
+         | HlsPlaylist | HlsSegment | Refuse)
 
 ALLOWED = (("Allow", "GET, HEAD"),)
 TUNER_PAGES = ("/discover.json", "/lineup.json", "/lineup_status.json", "/device.xml")
@@ -81,9 +99,10 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str],
     ?transcode=…&duration=… to a tuner's stream URLs, and Plex ?scan=start to lineup.post.
     """
     try:
-        raw_path = urlsplit(target.decode("ascii")).path
+        split = urlsplit(target.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return Refuse(400, "bad request target")
+    raw_path = split.path
     try:
         path = unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
     except UnicodeDecodeError:
@@ -92,7 +111,8 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str],
         return Refuse(400, "bad request target")
     is_stream = path.startswith("/channels/") and path.endswith(".ts")
     is_playlist = path.startswith("/channels/") and path.endswith(".m3u")
-    known = path in ("/", "/channels", "/channels.m3u", "/healthz", "/metrics") or is_stream or is_playlist
+    is_hls = path.startswith("/channels/") and (path.endswith(".m3u8") or path.count("/") == 3 and path.endswith(".ts"))
+    known = path in ("/", "/channels", "/channels.m3u", "/healthz", "/metrics") or is_stream or is_playlist or is_hls
     presented = presentation_route(method, path, channel_ids, guide_numbers or {})
     if presented is not None:
         return presented
@@ -108,7 +128,9 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str],
     if path == "/metrics":
         return Metrics(head_only)
     if path == "/channels.m3u":
-        return Playlist(None, head_only)
+        return Playlist(None, head_only, hls=parse_qs(split.query).get("format") == ["hls"])
+    if is_hls:
+        return hls_route(path[len("/channels/"):], channel_ids, head_only)
     if is_playlist:
         channel = path[len("/channels/"):-len(".m3u")]
         if CHANNEL_ID.match(channel) and channel in channel_ids:
@@ -120,6 +142,22 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str],
             return Watch(channel, head_only)
         return Refuse(404, "no such channel")
     return Refuse(404, "not found")
+
+
+def hls_route(rest: str, channel_ids, head_only: bool) -> Route:
+    """{id}.m3u8, or {id}/{stream}-{seq}.ts: an unknown channel is a 404, a malformed segment name a 400."""
+    if rest.endswith(".m3u8") and "/" not in rest:
+        channel = rest[:-len(".m3u8")]
+        if CHANNEL_ID.match(channel) and channel in channel_ids:
+            return HlsPlaylist(channel, head_only)
+        return Refuse(404, "no such channel")
+    channel, _, name = rest.partition("/")
+    if not (CHANNEL_ID.match(channel) and channel in channel_ids):
+        return Refuse(404, "no such channel")
+    parsed = segment_name(name[:-len(".ts")]) if name.endswith(".ts") else None
+    if parsed is None:
+        return Refuse(400, "bad segment name")
+    return HlsSegment(channel, *parsed, head_only)
 
 
 def presentation_route(method: bytes, path: str, channel_ids, guide_numbers: Mapping[str, str]) -> Route | None:

@@ -35,7 +35,7 @@ class Sent(enum.Enum):
 class Viewer:
     __slots__ = ("sock", "fd", "peer", "address", "reader", "phase", "channel", "cursor", "start_cursor",
                  "pending", "blocked", "read_closed", "connected_at", "requested_at", "allowance",
-                 "_selector", "_events")
+                 "keep_alive", "_selector", "_events")
 
     def __init__(self, sock: socket.socket, address: tuple, now: float, selector: selectors.BaseSelector):
         self.sock = sock
@@ -55,6 +55,7 @@ class Viewer:
         # How far behind the live edge it started (its join burst): its lag is counted from there,
         # so it is not dropped as slow while it drains the burst.
         self.allowance = 0.0
+        self.keep_alive = False  # once its final response is out, it is read for another request
         self._selector = selector
         self._events = 0
         self._update_interest()
@@ -97,6 +98,15 @@ class Viewer:
         # (of a 21 MB guide, megabytes per send). Shared: many viewers may be sent the same bytes.
         self.pending = memoryview(data)
         return self.send(None)
+
+    def next_request(self, now: float) -> Result:
+        """Its response is out and the connection stays: read it for the next request, as a new one is."""
+        self.phase = Phase.REQUEST
+        self.keep_alive = False
+        self.pending = b""
+        self.connected_at = self.requested_at = now
+        self.reader, result = self.reader.next_request()
+        return result
 
     def send(self, buffer: StreamBuffer | None) -> Sent:
         """Send what is pending, then the stream from the cursor, until caught up or full."""

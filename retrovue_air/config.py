@@ -111,6 +111,9 @@ class Config:
     failed_retry_seconds: float = 10.0
     start_timeout_seconds: float = 10.0  # worker FD and first byte must arrive within this
     request_timeout_seconds: float = 10.0  # a request head must be complete within this
+    # An HLS client is a lease its requests renew: a player polls every target duration, so
+    # three of them and a little more without a request means it has gone.
+    hls_idle_seconds: float = 8.0
     # Limits: over any of them a request gets 503 with Retry-After.
     max_connections: int = 4096
     max_connections_per_address: int = 256
@@ -269,6 +272,8 @@ class _Validator:
     TOP_KEYS |= {"public_url", "guide_hours", "device_id", "friendly_name", "discovery", "state_dir"}
     CHANNEL_KEYS |= {"number", "logo", "group"}
     CHANNEL_KEYS |= {"join_burst_seconds"}
+    FLOAT_KEYS += ("hls_idle_seconds",)
+    TOP_KEYS |= {"hls_idle_seconds"}
     # Schedules (issue 10): where the loop starts, whose clock the daily blocks follow.
     SCHEDULE_TOP_KEYS = {"state_dir", "schedule_epoch", "timezone"}
     SCHEDULE_CHANNEL_KEYS = {"schedule_epoch", "timezone", "block"}

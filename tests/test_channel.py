@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from http_front import hls_segments
 from http_front.channel import KEEP_ALIVE_SECONDS, READ_PAUSE, Channel, Close
 from http_front.channel_lifecycle import Admit, ChannelLifecycle
 from http_front.request_reader import NEED_MORE, READ_CLOSED, Request
@@ -271,8 +272,9 @@ def test_a_stream_far_faster_than_its_configured_rate_keeps_a_ring_of_the_limit_
     rig = Rig(selector, video_kbps=1500, audio_kbps=128)
     try:
         rig.go_live()  # its viewer never reads: it blocks at its socket's size and stays there
-        # The ring's seconds (2 x max_lag + 2 x the burst) at 4 times 1,628 kbit/s (+5 % framing).
-        limit = int(4 * (2 * 1.0 + 2 * 6.0) * (1628 * 1000 * 105 // 100 // 8))
+        # The ring's seconds (what HLS's segments need held, 12 s, here more than 2 x max_lag + the
+        # burst; plus the burst) at 4 times 1,628 kbit/s (+5 % framing).
+        limit = int(4 * (hls_segments.held_seconds(1.0) + 6.0) * (1628 * 1000 * 105 // 100 // 8))
         closes = feed_at_once(rig, 5 * limit)
         assert rig.channel.buffer.capacity == limit
         assert rig.channel.buffer.oldest == rig.channel.buffer.end - limit > 0  # the oldest went

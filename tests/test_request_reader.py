@@ -18,7 +18,27 @@ def feed_all(*chunks: bytes) -> list:
 def test_a_whole_request_in_one_feed_is_a_request():
     [result] = feed_all(GET)
     assert result == Request(b"GET", b"/channels/1.ts?x=1", ((b"host", b"tv.example:8000"), (b"user-agent", b"mpv")),
-                             "tv.example:8000")
+                             "tv.example:8000", keep_alive=True)
+
+
+@pytest.mark.parametrize("head, keep_alive", [
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", True),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", False),
+    (b"GET / HTTP/1.0\r\n\r\n", False),
+])
+def test_a_request_may_keep_its_connection_unless_it_says_close_or_is_http_1_0(head, keep_alive):
+    assert RequestReader().feed(head).keep_alive is keep_alive
+
+
+def test_the_next_request_on_a_kept_connection_gets_what_was_pipelined_after_the_first():
+    reader = RequestReader()
+    first = reader.feed(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTT")
+    assert first.target == b"/a"
+    assert reader.feed(b"P/1.1\r\nHost: a\r\n\r\n") is IGNORED
+    reader, second = reader.next_request()
+    assert second.target == b"/b"
+    _, nothing = reader.next_request()
+    assert nothing is NEED_MORE
 
 
 @pytest.mark.parametrize("cut", range(1, len(GET)))

@@ -8,7 +8,7 @@ import h11
 import pytest
 
 from http_front import responses
-from http_front.routes import ChannelList, Health, Refuse, Watch, route
+from http_front.routes import ChannelList, Health, HlsPlaylist, HlsSegment, Playlist, Refuse, Watch, route
 from http_front.request_reader import MAX_REQUEST_HEAD
 
 IDS = frozenset({"1", "news_2", "a-b"})
@@ -37,7 +37,8 @@ def test_known_paths_route_to_their_handler(method, target, expected):
     b"/channels/a.b.ts",  # bad id characters
     b"/channels/a%20b.ts",
     b"/channels/../1.ts",
-    b"/channels/1/x.ts",
+    b"/channels/9/1000000001-0.ts",  # an HLS segment of an unknown channel
+    b"/channels/9.m3u8",
     b"/channels/" + b"a" * 65 + b".ts",
 ])
 def test_unknown_or_malformed_channel_ids_are_404_no_such_channel(target):
@@ -54,6 +55,22 @@ def test_other_paths_are_404_not_found(target):
 def test_other_methods_on_known_paths_are_405_with_allow(method, target):
     r = route(method, target, IDS)
     assert (r.status, r.headers) == (405, (("Allow", "GET, HEAD"),))
+
+
+@pytest.mark.parametrize("method, target, expected", [
+    (b"GET", b"/channels/1.m3u8", HlsPlaylist("1", head_only=False)),
+    (b"HEAD", b"/channels/news_2.m3u8?x=1", HlsPlaylist("news_2", head_only=True)),
+    (b"GET", b"/channels/1/1000000001-42.ts", HlsSegment("1", 1000000001, 42, head_only=False)),
+    (b"GET", b"/channels.m3u?format=hls", Playlist(None, head_only=False, hls=True)),
+    (b"GET", b"/channels.m3u", Playlist(None, head_only=False, hls=False)),
+])
+def test_hls_paths_route_to_the_playlist_and_its_segments(method, target, expected):
+    assert route(method, target, IDS) == expected
+
+
+@pytest.mark.parametrize("name", [b"x", b"1-", b"-1", b"1-2-3", b"1_2", b"%C2%B2-1", b"1" * 21 + b"-1"])
+def test_a_malformed_segment_name_is_400(name):
+    assert route(b"GET", b"/channels/1/" + name + b".ts", IDS) == Refuse(400, "bad segment name")
 
 
 def test_other_methods_on_unknown_paths_are_404():
