@@ -54,7 +54,7 @@ def library_config(folder: Path, media: Path, files: int) -> Path:
             path = library / f"episode-{number:05d}.mp4"
             if not path.exists():
                 os.link(media, path)
-            cache[str(path)] = {"key": [st.st_size, st.st_mtime_ns], "info": info}
+            cache[str(path)] = {"key": [st.st_size, st.st_mtime_ns], "version": media_info.PROBE_VERSION, "info": info}
             entries.append(f'  {{ path = "{path}", title = "Episode {number}", episode = {number % 100 + 1} }},'
                            if number % 10 == 0 else f'  "{path}",')
             number += 1
