@@ -43,6 +43,7 @@ header a { color: #ffbf47; }
   text-overflow: ellipsis; font-size: .85rem; }
 .programme.now { background: #2f4a33; border-color: #4f7a55; }
 .programme small { color: #aaa; display: block; }
+.row.times { min-height: 1.6rem; }
 .times .track span { position: absolute; top: 0; padding: 4px; color: #aaa; font-size: .8rem; }
 .nowline { position: absolute; top: 0; bottom: 0; width: 2px; background: #ff5a4e; z-index: 1; }
 @media (max-width: 600px) { .channel { width: 5rem; font-size: .85rem; } .grid { min-width: 480px; } }

@@ -37,8 +37,8 @@ def playback(page, seconds: float) -> dict:
 
 
 @pytest.mark.parametrize("player", ["", "?player=hlsjs"])
-def test_watch_on_an_idle_channel_shows_a_moving_picture_within_5_s(service, browser, player):
-    page = browser.new_page()
+def test_watch_on_an_idle_channel_shows_a_moving_picture_within_5_s(service, browser, player, tmp_path):
+    page = browser.new_page(viewport={"width": 800, "height": 640})
     h264 = page.evaluate("""() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E,mp4a.40.2"')""")
     assert service.channels()["1"]["state"] == "idle"
     began = time.monotonic()
@@ -49,6 +49,7 @@ def test_watch_on_an_idle_channel_shows_a_moving_picture_within_5_s(service, bro
     quality = playback(page, 4.0)
     print(f"player {used} (H.264 in MSE: {h264}): currentTime > 0 after {took:.2f} s; "
           f"in 4 s {quality['decoded']} frames decoded, {quality['dropped']} dropped")
+    page.screenshot(path=tmp_path / "watch.png")  # the README's, from a run of this test
     assert used == ("hls.js" if player else used)
     assert quality["decoded"] >= 75
     assert quality["dropped"] < 0.05 * quality["decoded"]
@@ -56,7 +57,7 @@ def test_watch_on_an_idle_channel_shows_a_moving_picture_within_5_s(service, bro
     assert page.get_attribute("#channel-up", "href") == "/watch/2"
 
 
-def test_the_guide_lists_every_channel_and_the_programme_on_now_as_the_xmltv_does(service, browser):
+def test_the_guide_lists_every_channel_and_the_programme_on_now_as_the_xmltv_does(service, browser, tmp_path):
     guide = ET.fromstring(requests.get(service.url("/xmltv.xml"), timeout=10).content)
     names = {c.get("id"): [n.text for n in c.iter("display-name")][-1] for c in guide.iter("channel")}
     now = time.strftime("%Y%m%d%H%M%S +0000", time.gmtime())
@@ -66,6 +67,7 @@ def test_the_guide_lists_every_channel_and_the_programme_on_now_as_the_xmltv_doe
             on_now[p.get("channel")] = p.findtext("title")
     page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
     page.goto(service.url("/guide"))
+    page.screenshot(path=tmp_path / "guide.png")
     rows = page.eval_on_selector_all(".row[data-channel]", "rows => rows.map(r => [r.dataset.channel,"
                                      " r.querySelector('.channel').innerText,"
                                      " (r.querySelector('.programme.now') || {}).title])")
