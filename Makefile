@@ -9,7 +9,7 @@ ARGS   ?=
 # The players and tools the tests drive, and what python-prctl needs to build.
 TEST_DEBS := ffmpeg mpv vlc-bin vlc-plugin-base curl fonts-dejavu-core procps chromium systemd haproxy
 # The XMLTV DTD (xmltv-util) and xmllint (libxml2-utils) that check the guide.
-TEST_DEBS += xmltv-util libxml2-utils
+TEST_DEBS += xmltv-util libxml2-utils nginx-light
 BUILD_DEBS := libcap-dev gcc
 
 .PHONY: venv run test bench bench-tools system-test-tools clean cluster-demo

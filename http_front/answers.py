@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from retrovue_air import ingest_progress
 from retrovue_air.config import Config
 
-from . import metrics, presentation, responses, routes, status_page
+from . import guide_page, metrics, presentation, responses, routes, static_files, status_page, watch_page
 from .answer_failures import answer_failed
 from .channel import Channel
 
@@ -52,6 +52,13 @@ class FrontState:
         return sum(1 for c in self.channels if c.lifecycle.viewer_count)
 
 
+HTML = "text/html; charset=utf-8"
+
+
+def _schedules(state: FrontState) -> dict[str, object]:
+    return {c.id: c.schedule for c in state.channels if c.schedule is not None}
+
+
 def answer(r: routes.Route, host: str, state: FrontState) -> bytes | None:
     """The whole response for route r; None for a stream (Watch, not HEAD), which the front serves.
 
@@ -71,10 +78,18 @@ def _answer(r: routes.Route, host: str, state: FrontState) -> bytes | None:
         body = [c.summary(state.config.expose_paths) | state.ingest_of(c) for c in state.channels]
         return responses.json_body(200, body, head_only=r.head_only)
     if isinstance(r, routes.StatusPage):
-        return responses.body(200, "text/html; charset=utf-8", status_page.render(state, host), r.head_only)
+        return responses.body(200, HTML, status_page.render(state, host), r.head_only)
     if isinstance(r, routes.Metrics):
         content_type, data = metrics.render(state)
         return responses.body(200, content_type, data, r.head_only)
+    if isinstance(r, routes.WatchPage):
+        page = watch_page.render(r.channel, state.config.channels, _schedules(state), time.time())
+        return responses.body(200, HTML, page, r.head_only)
+    if isinstance(r, routes.GuideGrid):
+        page = guide_page.render(state.config.channels, _schedules(state), time.time())
+        return responses.body(200, HTML, page, r.head_only)
+    if isinstance(r, routes.StaticFile):
+        return static_files.answer(r.name, r.head_only)
     if isinstance(r, presentation.PRESENTATION_ROUTES):
         schedules = {c.id: c.schedule for c in state.channels if c.schedule is not None}
         return presentation.answer(r, state.config, schedules, host, time.time())

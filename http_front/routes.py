@@ -76,6 +76,23 @@ class Logo:
 
 
 @dataclass(frozen=True)
+class WatchPage:
+    channel: str
+    head_only: bool
+
+
+@dataclass(frozen=True)
+class GuideGrid:
+    head_only: bool
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    name: str  # one of STATIC_FILES
+    head_only: bool
+
+
+@dataclass(frozen=True)
 class Refuse:
     status: int
     text: str
@@ -83,12 +100,13 @@ class Refuse:
 
 
 Route = (Watch | ChannelList | Health | StatusPage | Metrics | Playlist | Guide | TunerPage | Logo
-         | HlsPlaylist | HlsSegment | Refuse)
+         | HlsPlaylist | HlsSegment | WatchPage | GuideGrid | StaticFile | Refuse)
 
 ALLOWED = (("Allow", "GET, HEAD"),)
 TUNER_PAGES = ("/discover.json", "/lineup.json", "/lineup_status.json", "/device.xml")
 SCAN = "/lineup.post"  # Plex POSTs ?scan=start: answered, and nothing to do
 ONLY_POST = (("Allow", "POST"),)
+STATIC_FILES = ("hls.min.js", "LICENSE")  # in http_front/static: hls.js, vendored, and its licence
 
 
 def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str],
@@ -112,7 +130,10 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str],
     is_stream = path.startswith("/channels/") and path.endswith(".ts")
     is_playlist = path.startswith("/channels/") and path.endswith(".m3u")
     is_hls = path.startswith("/channels/") and (path.endswith(".m3u8") or path.count("/") == 3 and path.endswith(".ts"))
-    known = path in ("/", "/channels", "/channels.m3u", "/healthz", "/metrics") or is_stream or is_playlist or is_hls
+    is_watch_page = path.startswith("/watch/")
+    is_static = path.startswith("/static/")
+    known = (path in ("/", "/channels", "/channels.m3u", "/healthz", "/metrics", "/guide") or is_stream
+             or is_playlist or is_hls or is_watch_page or is_static)
     presented = presentation_route(method, path, channel_ids, guide_numbers or {})
     if presented is not None:
         return presented
@@ -129,6 +150,16 @@ def route(method: bytes, target: bytes, channel_ids: frozenset[str] | set[str],
         return Metrics(head_only)
     if path == "/channels.m3u":
         return Playlist(None, head_only, hls=parse_qs(split.query).get("format") == ["hls"])
+    if path == "/guide":
+        return GuideGrid(head_only)
+    if is_watch_page:
+        channel = path[len("/watch/"):]
+        if CHANNEL_ID.match(channel) and channel in channel_ids:
+            return WatchPage(channel, head_only)
+        return Refuse(404, "no such channel")
+    if is_static:
+        name = path[len("/static/"):]
+        return StaticFile(name, head_only) if name in STATIC_FILES else Refuse(404, "not found")
     if is_hls:
         return hls_route(path[len("/channels/"):], channel_ids, head_only)
     if is_playlist:

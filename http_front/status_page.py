@@ -193,7 +193,8 @@ def _channel_card(channel, now: float, ingest=None) -> str:
 <span class=state><span class=lamp></span>{_e(STATE_LABELS.get(state, state))}</span></div></div>
 <dl>{dl}</dl>{error}
 </div>
-<div class=controls><a class=button href="/channels/{cid}.ts" title="the live MPEG-TS stream">&#9654; Watch</a>
+<div class=controls><a class=button href="/watch/{cid}" title="play it in the browser">&#9654; Watch</a>
+<a class=button href="/channels/{cid}.ts" title="the live MPEG-TS stream">.ts</a>
 <a class=button href="/channels/{cid}.m3u" title="an M3U playlist of this channel">Playlist</a><span class=knob></span></div>
 </article>"""
 
@@ -223,6 +224,7 @@ def render(state, host: str) -> bytes:
 <main>
 <nav class=links>
 <a class=button href="/channels.m3u">All channels (.m3u)</a>
+<a class=button href="/guide">Guide</a>
 <a class=button href="/xmltv.xml">Guide (XMLTV)</a>
 <a class=button href="/discover.json">Tuner (HDHomeRun)</a>
 <a class=button href="/channels">JSON</a>

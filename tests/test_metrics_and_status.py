@@ -247,7 +247,7 @@ def test_status_page_escapes_and_shows_what_is_on(tmp_path):
     assert "Last error: ffmpeg exited with status 1: <Invalid data>" in movies["text"]
     assert "660 Hz" in one["text"] and "664 kb/s" in one["text"] and "idle" in one["text"]
     assert "Last error" not in one["text"]
-    assert set(one["links"]) == {"/channels/1.ts", "/channels/1.m3u"}
+    assert set(one["links"]) == {"/watch/1", "/channels/1.ts", "/channels/1.m3u"}
     assert "/channels.m3u" in cards.links
     assert {"http-equiv": "refresh", "content": "5"} in cards.meta
     assert any(m.get("name") == "viewport" for m in cards.meta)
