@@ -31,7 +31,7 @@ run: venv
 
 # Installs the real players the tests use, when root and they are missing.
 system-test-tools:
-	@missing=""; for t in ffmpeg ffprobe mpv cvlc curl chromium systemd-analyze haproxy; do command -v $$t >/dev/null || missing=1; done; \
+	@missing=""; for t in ffmpeg ffprobe mpv cvlc curl chromium systemd-analyze haproxy nginx; do PATH="$$PATH:/usr/sbin" command -v $$t >/dev/null || missing=1; done; \
 	[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing=1; \
 	command -v xmllint >/dev/null && [ -e /usr/share/xmltv/xmltv.dtd ] || missing=1; \
 	if [ -n "$$missing" ]; then \
