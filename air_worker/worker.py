@@ -22,13 +22,13 @@ import time
 from retrovue_air import child_process, wire
 from retrovue_air.media_info import keyframe_at_or_before
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
 from retrovue_air.house_format import house_format
 from retrovue_air.schedule import Airing
 from retrovue_air.url_secrets import redact_urls, redacted
 
 from .cached_playout import cached_airing_list, cached_window, from_now
-from .ffmpeg_command import (build_command, cold_burst_seconds, concat_list, encoder_command, ffmpeg_binary,
-                             font_file, remux_list)
+from .ffmpeg_command import build_command, cold_burst_seconds, concat_list, encoder_command, font_file, remux_list
 from .playout import Playout, raw_pipe
 from .remux_slate import SlateClip, StreamFormat, make_slate_clip, stream_format
 from .slots import FileChecks, Piece, pieces

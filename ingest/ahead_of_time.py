@@ -8,6 +8,7 @@ import os
 import sys
 
 from retrovue_air import config as configuration, house_format, ingest_progress, instance
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
 from .ingester import Ingester, each, lower_priority, temporary_tag
 from .progress import ChannelTally, ProgressFile
@@ -62,7 +63,6 @@ def main(argv: list[str]) -> int:
     if not jobs:
         log.info("every file is already in the cache (%s)", directory)
         return 0
-    from air_worker.ffmpeg_command import ffmpeg_binary
     from supervisor.arbiter import drop_privileges
 
     if cfg.user and os.geteuid() == 0:

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from air_worker.ffmpeg_command import ffmpeg_binary
 from retrovue_air import child_process, house_format, ingest_progress, instance, safe_files
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
 from .progress import ChannelTally, ProgressFile
 from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
