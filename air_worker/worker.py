@@ -23,6 +23,7 @@ from retrovue_air import child_process, wire
 from retrovue_air.media_info import keyframe_at_or_before
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
 from retrovue_air.ffmpeg.binary import ffmpeg_binary
+from retrovue_air.ffmpeg.exits import exit_reason
 from retrovue_air.house_format import house_format
 from retrovue_air.schedule import Airing
 from retrovue_air.url_secrets import redact_urls, redacted
@@ -322,10 +323,8 @@ class AirWorker:
             log.info("channel %s: the %d h playlist ran out; starting the next", self.channel.id,
                      COPY_PLAYLIST_HOURS)
             return None if self.start_stream() else 1
-        status = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        last = self.stderr_tail[-1] if self.stderr_tail else "no error output"
         pulls = isinstance(self.channel.source, Relay) and not self.channel.source.remux
-        reason = f"{'the relay pull' if pulls else 'ffmpeg'} {status}: {last}"
+        reason = exit_reason("the relay pull" if pulls else "ffmpeg", code, list(self.stderr_tail))
         tail = "\n".join(self.stderr_tail)
         now = time.monotonic()
         while self.restarts and self.restarts[0] < now - self.config.restart_window_seconds:

@@ -26,6 +26,7 @@ from typing import Callable
 
 from retrovue_air import child_process, house_format, ingest_progress, instance, safe_files
 from retrovue_air.ffmpeg.binary import ffmpeg_binary
+from retrovue_air.ffmpeg.exits import exit_reason, stderr_tail
 
 from .progress import ChannelTally, ProgressFile
 from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
@@ -191,10 +192,7 @@ class Ingester:
         job = r.job
         error = None
         if code != 0:
-            size = os.fstat(r.stderr_fd).st_size
-            said = os.pread(r.stderr_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip().splitlines()
-            status = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            error = f"ffmpeg {status}: {said[-1] if said else 'no error output'}"
+            error = exit_reason("ffmpeg", code, stderr_tail(r.stderr_fd))
         self.close(r)
         if error is None:
             try:

@@ -24,6 +24,7 @@ from ingest.ingester import SOME_FILES_FAILED, ingester_finished, run_ingester
 from retrovue_air import child_process, config as configuration, wire
 from retrovue_air.config import Config, MediaFiles
 from retrovue_air.ffmpeg.binary import ffmpeg_binary, ffmpeg_version
+from retrovue_air.ffmpeg.exits import wait_status_wording
 
 from .backoff import Backoff
 from .sd_notify import Notifier
@@ -47,12 +48,6 @@ class AirWorkerRecord:
     stream: int
     generation: int  # the front it was started for: only that front hears of its exit
     stop_deadline: float | None = None  # told to stop; killed if still here then
-
-
-def describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exited with status {os.WEXITSTATUS(status)}"
 
 
 def raise_fd_limit() -> None:
@@ -463,7 +458,7 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            how = describe_status(status)
+            how = wait_status_wording(status)
             if pid == self.front_pid:
                 self.front_exited(how)
             elif pid == self.ingester_pid:
