@@ -72,21 +72,6 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def drop_privileges(user: str) -> None:
-    """Become `user` for good: the port is bound, and nothing after this needs root."""
-    import pwd
-
-    if os.geteuid() != 0:
-        log.warning("not root: cannot switch to user %r; running as uid %d", user, os.geteuid())
-        return
-    entry = pwd.getpwnam(user)
-    # The user's supplementary groups come along: media often sits behind a group.
-    os.initgroups(entry.pw_name, entry.pw_gid)
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
-    log.info("running as user %s (uid %d)", user, entry.pw_uid)
-
-
 def check_media_readable(config: Config) -> None:
     """Say at start which media files the user we run as cannot read (as that user, after the drop)."""
     import pwd
@@ -149,7 +134,7 @@ class Supervisor:
 
     def run(self) -> int:
         if self.config.user:
-            drop_privileges(self.config.user)
+            child_process.drop_privileges(self.config.user)
         check_media_readable(self.config)
         # Asked once here, the ffmpeg versions are known to every worker forked from us; each
         # would otherwise run `ffmpeg -version` once or twice (60-80 ms of CPU) as it starts,
