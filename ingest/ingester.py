@@ -27,22 +27,12 @@ from typing import Callable
 from retrovue_air import child_process, house_format, ingest_progress, instance, safe_files
 from retrovue_air.ffmpeg.binary import ffmpeg_binary
 from retrovue_air.ffmpeg.exits import exit_reason, stderr_tail
+from retrovue_air.ingest_progress import SOME_FILES_FAILED
 
 from .progress import ChannelTally, ProgressFile
 from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
 
 log = logging.getLogger("ingest")
-
-# The service's ingester exits 0 when every file is in, this when it went through its list but
-# some files failed (each is logged): both are done, not a crash to start it again for, since
-# the same files would fail the same way.
-SOME_FILES_FAILED = 3
-
-
-def ingester_finished(status: int) -> bool:
-    """Whether a waitpid status is an ingester that got through its list (else: it died)."""
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, SOME_FILES_FAILED)
-
 
 @dataclass
 class Running:

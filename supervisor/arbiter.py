@@ -20,11 +20,12 @@ import prctl
 
 from air_worker.worker import run_air_worker
 from http_front.front import run_front
-from ingest.ingester import SOME_FILES_FAILED, ingester_finished, run_ingester
+from ingest.ingester import run_ingester
 from retrovue_air import child_process, config as configuration, wire
 from retrovue_air.config import Config, MediaFiles
 from retrovue_air.ffmpeg.binary import ffmpeg_binary, ffmpeg_version
 from retrovue_air.ffmpeg.exits import wait_status_wording
+from retrovue_air.ingest_progress import SOME_FILES_FAILED, ingester_finished
 
 from .backoff import Backoff
 from .sd_notify import Notifier
