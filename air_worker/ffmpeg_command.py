@@ -13,6 +13,8 @@ import time
 
 from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
 from retrovue_air.ffmpeg.binary import ffmpeg_options, ffmpeg_version
+from retrovue_air.ffmpeg.profile import AUDIO_RATE, MPEGTS_OUTPUT, SLATE_ENCODERS, encode_arguments
+from retrovue_air.house_format import house_format
 from retrovue_air.schedule import Airing, file_passes
 
 from .slots import Piece
@@ -140,13 +142,12 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
             # catch up at once.)
             pace += ["-readrate_catchup", "10"]
         return cmd + pace + relay_arguments(channel.source)
-    gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"
     source = channel.source
     if isinstance(source, TestPattern):
         pace = pacing(channel, binary)
         cmd += [*pace, "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={channel.fps}",
-                *pace, "-f", "lavfi", "-i", f"sine=frequency={source.tone_hz}:sample_rate=48000"]
+                *pace, "-f", "lavfi", "-i", f"sine=frequency={source.tone_hz}:sample_rate={AUDIO_RATE}"]
         video_filter = "format=yuv420p"
         if font:
             caption = safe_caption(channel.name)
@@ -183,20 +184,7 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
         # Already H.264 + AAC: remux only. Its keyframes are wherever the source put them.
         return cmd[: cmd.index("-map")] + ["-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
                                              "-f", "mpegts", "pipe:1"]
-    kbps = channel.video_kbps
-    cmd += [
-        "-vf", video_filter,
-        # zerolatency: no B-frames and no lookahead, so the first bytes come out at once.
-        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-        "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
-        # A fixed GOP, no scene-cut keyframes: a late joiner never waits longer than one GOP.
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", f"{channel.audio_kbps}k", "-ar", "48000", "-ac", "2",
-        # The muxer repeats PAT/PMT every 100 ms by default and before each keyframe.
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
-        "pipe:1",
-    ]
-    return cmd
+    return cmd + ["-vf", video_filter, *encode_arguments(house_format(channel)), *MPEGTS_OUTPUT, "pipe:1"]
 
 
 # How long a relay's ffmpeg waits on a silent origin before it counts the connection as
@@ -229,7 +217,7 @@ def relay_arguments(source: Relay) -> list[str]:
         "-probesize", "65536", "-analyzeduration", "500000", "-fflags", "nobuffer",
         "-i", source.url,
         "-map", "0:v?", "-map", "0:a?", "-c", "copy",
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1",
+        *MPEGTS_OUTPUT, "pipe:1",
     ]
 
 
@@ -243,7 +231,6 @@ def relay_arguments(source: Relay) -> list[str]:
 # frames concatenate perfectly: the encoder sees one endless input whose timestamps are
 # frame and sample counts, so its TS never jumps.
 
-AUDIO_RATE = 48000
 # The encoder's queues are the slack that hides the next decoder's start-up (about 0.2 s).
 VIDEO_QUEUE_FRAMES = 48
 AUDIO_QUEUE_PACKETS = 1024  # the s16le demuxer's packets are 1024 samples: about 21 s
@@ -252,8 +239,6 @@ AUDIO_QUEUE_PACKETS = 1024  # the s16le demuxer's packets are 1024 samples: abou
 def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int) -> list[str]:
     """The channel's encoder, reading raw frames from two pipes, paced in real time (after a
     cold-start burst, when the binary can: the decoders feeding it are not paced)."""
-    kbps = channel.video_kbps
-    gop = max(1, round(channel.fps * channel.keyframe_seconds))
     pace = pacing(channel, binary)
     return [
         binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
@@ -266,11 +251,7 @@ def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int)
         *pace, "-thread_queue_size", str(AUDIO_QUEUE_PACKETS), "-f", "s16le", "-ar", str(AUDIO_RATE),
         "-ac", "2", "-i", f"pipe:{audio_fd}",
         "-map", "0:v", "-map", "1:a",
-        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-        "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", f"{channel.audio_kbps}k",
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
+        *encode_arguments(house_format(channel)), *MPEGTS_OUTPUT,
         "pipe:1",
     ]
 
@@ -353,12 +334,6 @@ def slate_command(channel: Channel, binary: str, title: str, frames: int, sample
     ]
 
 
-# The encoder of each codec a remuxed channel's files may carry, for a slate that matches them.
-SLATE_ENCODERS = {"h264": ["libx264", "-preset", "ultrafast", "-tune", "stillimage", "-bf", "0"],
-                  "hevc": ["libx265", "-preset", "ultrafast", "-bf", "0"], "mpeg2video": ["mpeg2video", "-bf", "0"],
-                  "aac": ["aac"], "mp2": ["mp2"], "ac3": ["ac3"], "eac3": ["eac3"]}
-
-
 def slate_clip_command(channel: Channel, binary: str, title: str, fmt, seconds: float,
                        font: str | None) -> list[str] | None:
     """The slate as an MPEG-TS clip in a remuxed channel's format (air_worker.remux_slate), on
@@ -381,4 +356,4 @@ def slate_clip_command(channel: Channel, binary: str, title: str, fmt, seconds: 
     if fmt.audio:
         cmd += ["-map", f"{1 if fmt.video else 0}:a", "-c:a", *SLATE_ENCODERS[fmt.audio[0]],
                 "-ac", str(fmt.audio[2])]
-    return cmd + ["-t", f"{seconds:.3f}", "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1"]
+    return cmd + ["-t", f"{seconds:.3f}", *MPEGTS_OUTPUT, "pipe:1"]

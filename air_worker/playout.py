@@ -26,9 +26,10 @@ import time
 from retrovue_air import child_process
 from retrovue_air.config import Channel
 from retrovue_air.ffmpeg.exits import exit_reason, exit_wording, stderr_tail
+from retrovue_air.ffmpeg.profile import AUDIO_RATE
 from retrovue_air.schedule import Airing
 
-from .ffmpeg_command import AUDIO_RATE, decoder_command, font_file, slate_command
+from .ffmpeg_command import decoder_command, font_file, slate_command
 from .slots import FileChecks, Piece, pieces
 
 log = logging.getLogger("air_worker")

@@ -24,6 +24,7 @@ from retrovue_air.media_info import keyframe_at_or_before
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
 from retrovue_air.ffmpeg.binary import ffmpeg_binary
 from retrovue_air.ffmpeg.exits import exit_reason
+from retrovue_air.ffmpeg.profile import AUDIO_RATE
 from retrovue_air.house_format import house_format
 from retrovue_air.schedule import Airing
 from retrovue_air.url_secrets import redact_urls, redacted
@@ -213,7 +214,7 @@ class AirWorker:
         # With no file to match (none of the window can play), the slate is all there is: any
         # format will do, and the channel's own is the one its viewers would expect.
         fmt = stream_format(playing) if playing else StreamFormat(
-            ("h264", self.channel.width, self.channel.height, str(self.channel.fps), "yuv420p"), ("aac", 48000, 2))
+            ("h264", self.channel.width, self.channel.height, str(self.channel.fps), "yuv420p"), ("aac", AUDIO_RATE, 2))
         if fmt is None:
             return {}
         # Each clip is made before the stream's first byte: the first few titles get their own,
