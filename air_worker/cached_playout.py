@@ -24,13 +24,14 @@ import os
 
 from retrovue_air import house_format
 from retrovue_air.config import Channel, Config
+from retrovue_air.ffmpeg.profile import AUDIO_RATE
 from retrovue_air.house_format import CachedFile, HouseFormat
 from retrovue_air.schedule import Airing, file_passes
 
 log = logging.getLogger("air_worker")
 
 # Two AAC frames at 48 kHz: how far before a keyframe the audio muxed after it can reach.
-SEEK_AUDIO_LEAD_SECONDS = 2 * 1024 / house_format.AUDIO_RATE
+SEEK_AUDIO_LEAD_SECONDS = 2 * 1024 / AUDIO_RATE
 
 
 def cached_airing_list(airings: list[Airing], entries: dict[str, CachedFile], fmt: HouseFormat) -> str:

@@ -7,65 +7,25 @@ reduced to characters that mean nothing to ffmpeg's filtergraph parser.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
-import shutil
-import subprocess
 import sys
 import time
 
-import imageio_ffmpeg
-
 from retrovue_air.config import Channel, MediaFiles, Relay, TestPattern
+from retrovue_air.ffmpeg.binary import ffmpeg_options, ffmpeg_version
+from retrovue_air.ffmpeg.profile import AUDIO_RATE, MPEGTS_OUTPUT, SLATE_ENCODERS, encode_arguments
+from retrovue_air.house_format import house_format
 from retrovue_air.schedule import Airing, file_passes
 
 from .slots import Piece
 
 from .picture import picture_filters
 
-# Found here, at import, while the supervisor may still be root: after it drops to a user
-# that cannot read the interpreter's own library, imageio_ffmpeg could not look in a worker.
-BUNDLED_FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 )
-
-
-def ffmpeg_binary(cold_burst: bool = False) -> str:
-    """The ffmpeg on PATH, else the one imageio-ffmpeg ships.
-
-    A cold-start burst needs -readrate_initial_burst, new in ffmpeg 6.1: Debian 12's is 5.1,
-    so a channel with a burst takes imageio-ffmpeg's (9.0) unless PATH's is new enough."""
-    found = shutil.which("ffmpeg")
-    if found and (not cold_burst or ffmpeg_version(found) >= (6, 1)):
-        return found
-    return BUNDLED_FFMPEG
-
-
-@functools.lru_cache(maxsize=None)
-def ffmpeg_version(binary: str) -> tuple[int, int]:
-    """(major, minor) from `ffmpeg -version` ("5.1.9-0+deb12u1", "n9.0.2-17-g…"); (0, 0) if unknown."""
-    try:
-        first = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return (0, 0)
-    m = re.search(r"version n?(\d+)\.(\d+)", first)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
-@functools.lru_cache(maxsize=None)
-def ffmpeg_options(binary: str) -> frozenset[str]:
-    """The options `ffmpeg -h long` lists ("-re", "-readrate", ...); empty if it cannot say."""
-    try:
-        text = subprocess.run([binary, "-hide_banner", "-h", "long"], capture_output=True, text=True,
-                              timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return frozenset()
-    return frozenset(re.findall(r"^(-\w+)", text, re.M))
 
 
 def cold_burst_seconds(channel: Channel) -> float:
@@ -182,13 +142,12 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
             # catch up at once.)
             pace += ["-readrate_catchup", "10"]
         return cmd + pace + relay_arguments(channel.source)
-    gop = max(1, round(channel.fps * channel.keyframe_seconds))
     size = f"{channel.width}x{channel.height}"
     source = channel.source
     if isinstance(source, TestPattern):
         pace = pacing(channel, binary)
         cmd += [*pace, "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={channel.fps}",
-                *pace, "-f", "lavfi", "-i", f"sine=frequency={source.tone_hz}:sample_rate=48000"]
+                *pace, "-f", "lavfi", "-i", f"sine=frequency={source.tone_hz}:sample_rate={AUDIO_RATE}"]
         video_filter = "format=yuv420p"
         if font:
             caption = safe_caption(channel.name)
@@ -225,20 +184,7 @@ def build_command(channel: Channel, binary: str, playlist_path: str | None = Non
         # Already H.264 + AAC: remux only. Its keyframes are wherever the source put them.
         return cmd[: cmd.index("-map")] + ["-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy",
                                              "-f", "mpegts", "pipe:1"]
-    kbps = channel.video_kbps
-    cmd += [
-        "-vf", video_filter,
-        # zerolatency: no B-frames and no lookahead, so the first bytes come out at once.
-        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-        "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
-        # A fixed GOP, no scene-cut keyframes: a late joiner never waits longer than one GOP.
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", f"{channel.audio_kbps}k", "-ar", "48000", "-ac", "2",
-        # The muxer repeats PAT/PMT every 100 ms by default and before each keyframe.
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
-        "pipe:1",
-    ]
-    return cmd
+    return cmd + ["-vf", video_filter, *encode_arguments(house_format(channel)), *MPEGTS_OUTPUT, "pipe:1"]
 
 
 # How long a relay's ffmpeg waits on a silent origin before it counts the connection as
@@ -271,7 +217,7 @@ def relay_arguments(source: Relay) -> list[str]:
         "-probesize", "65536", "-analyzeduration", "500000", "-fflags", "nobuffer",
         "-i", source.url,
         "-map", "0:v?", "-map", "0:a?", "-c", "copy",
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1",
+        *MPEGTS_OUTPUT, "pipe:1",
     ]
 
 
@@ -285,7 +231,6 @@ def relay_arguments(source: Relay) -> list[str]:
 # frames concatenate perfectly: the encoder sees one endless input whose timestamps are
 # frame and sample counts, so its TS never jumps.
 
-AUDIO_RATE = 48000
 # The encoder's queues are the slack that hides the next decoder's start-up (about 0.2 s).
 VIDEO_QUEUE_FRAMES = 48
 AUDIO_QUEUE_PACKETS = 1024  # the s16le demuxer's packets are 1024 samples: about 21 s
@@ -294,8 +239,6 @@ AUDIO_QUEUE_PACKETS = 1024  # the s16le demuxer's packets are 1024 samples: abou
 def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int) -> list[str]:
     """The channel's encoder, reading raw frames from two pipes, paced in real time (after a
     cold-start burst, when the binary can: the decoders feeding it are not paced)."""
-    kbps = channel.video_kbps
-    gop = max(1, round(channel.fps * channel.keyframe_seconds))
     pace = pacing(channel, binary)
     return [
         binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
@@ -308,11 +251,7 @@ def encoder_command(channel: Channel, binary: str, video_fd: int, audio_fd: int)
         *pace, "-thread_queue_size", str(AUDIO_QUEUE_PACKETS), "-f", "s16le", "-ar", str(AUDIO_RATE),
         "-ac", "2", "-i", f"pipe:{audio_fd}",
         "-map", "0:v", "-map", "1:a",
-        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-        "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", f"{channel.audio_kbps}k",
-        "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0",
+        *encode_arguments(house_format(channel)), *MPEGTS_OUTPUT,
         "pipe:1",
     ]
 
@@ -395,12 +334,6 @@ def slate_command(channel: Channel, binary: str, title: str, frames: int, sample
     ]
 
 
-# The encoder of each codec a remuxed channel's files may carry, for a slate that matches them.
-SLATE_ENCODERS = {"h264": ["libx264", "-preset", "ultrafast", "-tune", "stillimage", "-bf", "0"],
-                  "hevc": ["libx265", "-preset", "ultrafast", "-bf", "0"], "mpeg2video": ["mpeg2video", "-bf", "0"],
-                  "aac": ["aac"], "mp2": ["mp2"], "ac3": ["ac3"], "eac3": ["eac3"]}
-
-
 def slate_clip_command(channel: Channel, binary: str, title: str, fmt, seconds: float,
                        font: str | None) -> list[str] | None:
     """The slate as an MPEG-TS clip in a remuxed channel's format (air_worker.remux_slate), on
@@ -423,4 +356,4 @@ def slate_clip_command(channel: Channel, binary: str, title: str, fmt, seconds: 
     if fmt.audio:
         cmd += ["-map", f"{1 if fmt.video else 0}:a", "-c:a", *SLATE_ENCODERS[fmt.audio[0]],
                 "-ac", str(fmt.audio[2])]
-    return cmd + ["-t", f"{seconds:.3f}", "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", "pipe:1"]
+    return cmd + ["-t", f"{seconds:.3f}", *MPEGTS_OUTPUT, "pipe:1"]

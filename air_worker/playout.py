@@ -25,9 +25,11 @@ import time
 
 from retrovue_air import child_process
 from retrovue_air.config import Channel
+from retrovue_air.ffmpeg.exits import exit_reason, exit_wording, stderr_tail
+from retrovue_air.ffmpeg.profile import AUDIO_RATE
 from retrovue_air.schedule import Airing
 
-from .ffmpeg_command import AUDIO_RATE, decoder_command, font_file, slate_command
+from .ffmpeg_command import decoder_command, font_file, slate_command
 from .slots import FileChecks, Piece, pieces
 
 log = logging.getLogger("air_worker")
@@ -116,11 +118,10 @@ class Playout:
             return True
         code = self.decoder.returncode
         if code != 0:
-            size = os.fstat(self.stderr_fd).st_size
-            said = os.pread(self.stderr_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip().splitlines()
+            said = stderr_tail(self.stderr_fd)
             self.failures_in_a_row += 1
-            status = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            self.last_error = [f"ffmpeg {status}: {said[-1] if said else 'no error output'}", *said]
+            status = exit_wording(code)
+            self.last_error = [exit_reason("ffmpeg", code, said), *said]
             # Its missing frames are not made up: the stream runs that much ahead of the clock.
             what = "slate" if self.piece.slate is not None else "decoder"
             log.warning("channel %s: the %s of %s %s; its last words:\n  %s", self.channel.id, what,

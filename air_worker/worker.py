@@ -22,13 +22,15 @@ import time
 from retrovue_air import child_process, wire
 from retrovue_air.media_info import keyframe_at_or_before
 from retrovue_air.config import Channel, Config, MediaFiles, Relay
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
+from retrovue_air.ffmpeg.exits import exit_reason
+from retrovue_air.ffmpeg.profile import AUDIO_RATE
 from retrovue_air.house_format import house_format
 from retrovue_air.schedule import Airing
 from retrovue_air.url_secrets import redact_urls, redacted
 
 from .cached_playout import cached_airing_list, cached_window, from_now
-from .ffmpeg_command import (build_command, cold_burst_seconds, concat_list, encoder_command, ffmpeg_binary,
-                             font_file, remux_list)
+from .ffmpeg_command import build_command, cold_burst_seconds, concat_list, encoder_command, font_file, remux_list
 from .playout import Playout, raw_pipe
 from .remux_slate import SlateClip, StreamFormat, make_slate_clip, stream_format
 from .slots import FileChecks, Piece, pieces
@@ -212,7 +214,7 @@ class AirWorker:
         # With no file to match (none of the window can play), the slate is all there is: any
         # format will do, and the channel's own is the one its viewers would expect.
         fmt = stream_format(playing) if playing else StreamFormat(
-            ("h264", self.channel.width, self.channel.height, str(self.channel.fps), "yuv420p"), ("aac", 48000, 2))
+            ("h264", self.channel.width, self.channel.height, str(self.channel.fps), "yuv420p"), ("aac", AUDIO_RATE, 2))
         if fmt is None:
             return {}
         # Each clip is made before the stream's first byte: the first few titles get their own,
@@ -322,10 +324,8 @@ class AirWorker:
             log.info("channel %s: the %d h playlist ran out; starting the next", self.channel.id,
                      COPY_PLAYLIST_HOURS)
             return None if self.start_stream() else 1
-        status = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        last = self.stderr_tail[-1] if self.stderr_tail else "no error output"
         pulls = isinstance(self.channel.source, Relay) and not self.channel.source.remux
-        reason = f"{'the relay pull' if pulls else 'ffmpeg'} {status}: {last}"
+        reason = exit_reason("the relay pull" if pulls else "ffmpeg", code, list(self.stderr_tail))
         tail = "\n".join(self.stderr_tail)
         now = time.monotonic()
         while self.restarts and self.restarts[0] < now - self.config.restart_window_seconds:

@@ -69,7 +69,7 @@ def worker_of(supervisor: psutil.Process, channel: str) -> psutil.Process:
 
 
 def run(seconds: float) -> dict:
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
     with tempfile.TemporaryDirectory(prefix="retrovue-air-bench-") as d:
         folder = Path(d)

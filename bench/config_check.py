@@ -24,7 +24,7 @@ BLOCK_FILES = 2  # of each channel's entries, these are in a daily block
 
 
 def make_media(folder: Path) -> Path:
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
     out = folder / "programme.mp4"
     subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=blue:s=160x90:r=25:d=2",

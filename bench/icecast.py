@@ -29,8 +29,9 @@ from xml.sax.saxutils import escape
 
 import psutil
 
-from air_worker.ffmpeg_command import build_command, ffmpeg_binary, font_file
+from air_worker.ffmpeg_command import build_command, font_file
 from retrovue_air import config
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
 MOUNT = "/bench.ts"
 LISTEN_BACKLOG = 4096  # as supervisor/arbiter.py LISTEN_BACKLOG

@@ -97,7 +97,7 @@ def pump(load: LoadClient, cold: LoadClient, seconds: float) -> None:
 
 
 def run(channels: int, viewers: int, storm: int, seconds: float) -> dict:
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
     raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="retrovue-air-bench-") as d:

@@ -103,7 +103,7 @@ def measure(state: Path, source: Path, seconds: float) -> dict:
 
 
 def run(seconds: float) -> dict:
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
     with tempfile.TemporaryDirectory(prefix="retrovue-air-bench-") as d:
         folder = Path(d)

@@ -15,12 +15,12 @@ import socket
 from dataclasses import dataclass
 
 from retrovue_air.config import Channel as ChannelConfig
+from retrovue_air.mpegts import NULL_PACKET, TS_PACKET_SIZE, TsScanner
 
 from . import hls_segments, responses
 from .channel_lifecycle import ChannelLifecycle
 from .channel_stats import ChannelStats
 from .stream_buffer import StreamBuffer
-from .ts_packets import NULL_PACKET, TS_PACKET_SIZE, TsScanner
 from .viewer import Phase, Sent, Viewer
 
 log = logging.getLogger("http_front")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from retrovue_air.mpegts import TS_PACKET_SIZE
+
 from .hls_segments import Segment, SegmentIndex, pes_pts
 from .stream_buffer import StreamBuffer
-from .ts_packets import TS_PACKET_SIZE
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"

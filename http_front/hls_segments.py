@@ -18,7 +18,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from .ts_packets import TS_PACKET_SIZE
+from retrovue_air.mpegts import TS_PACKET_SIZE
 
 PTS_HZ = 90_000
 PTS_WRAP = 1 << 33

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 
-from .ts_packets import TS_PACKET_SIZE
+from retrovue_air.mpegts import TS_PACKET_SIZE
 
 MAX_READ = 256 * 1024
 

@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 
-from retrovue_air import config as configuration, house_format, ingest_progress, instance
+from retrovue_air import child_process, config as configuration, house_format, ingest_progress, instance
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
 from .ingester import Ingester, each, lower_priority, temporary_tag
 from .progress import ChannelTally, ProgressFile
@@ -62,11 +63,8 @@ def main(argv: list[str]) -> int:
     if not jobs:
         log.info("every file is already in the cache (%s)", directory)
         return 0
-    from air_worker.ffmpeg_command import ffmpeg_binary
-    from supervisor.arbiter import drop_privileges
-
     if cfg.user and os.geteuid() == 0:
-        drop_privileges(cfg.user)  # the cache must be the service's to write, evict and touch
+        child_process.drop_privileges(cfg.user)  # the cache must be the service's to write, evict and touch
     lower_priority()
     bar = ProgressBar()
     if bar.tty:  # the bar says which file and how far; only warnings and errors interrupt it

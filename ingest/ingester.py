@@ -24,24 +24,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from air_worker.ffmpeg_command import ffmpeg_binary
 from retrovue_air import child_process, house_format, ingest_progress, instance, safe_files
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
+from retrovue_air.ffmpeg.exits import exit_reason, stderr_tail
+from retrovue_air.ingest_progress import SOME_FILES_FAILED
 
 from .progress import ChannelTally, ProgressFile
 from .work_list import IngestJob, cache_entries, evictions, wanted, work_list
 
 log = logging.getLogger("ingest")
-
-# The service's ingester exits 0 when every file is in, this when it went through its list but
-# some files failed (each is logged): both are done, not a crash to start it again for, since
-# the same files would fail the same way.
-SOME_FILES_FAILED = 3
-
-
-def ingester_finished(status: int) -> bool:
-    """Whether a waitpid status is an ingester that got through its list (else: it died)."""
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, SOME_FILES_FAILED)
-
 
 @dataclass
 class Running:
@@ -191,10 +182,7 @@ class Ingester:
         job = r.job
         error = None
         if code != 0:
-            size = os.fstat(r.stderr_fd).st_size
-            said = os.pread(r.stderr_fd, 2000, max(0, size - 2000)).decode(errors="replace").strip().splitlines()
-            status = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            error = f"ffmpeg {status}: {said[-1] if said else 'no error output'}"
+            error = exit_reason("ffmpeg", code, stderr_tail(r.stderr_fd))
         self.close(r)
         if error is None:
             try:

@@ -1,7 +1,9 @@
-"""What every process the service forks does first: take a name, die with its parent."""
+"""How the service's processes set themselves up: the user they run as, and what every one
+it forks does first (take a name, die with its parent)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -9,6 +11,23 @@ import sys
 import prctl
 
 from . import logs
+
+log = logging.getLogger("child_process")
+
+
+def drop_privileges(user: str) -> None:
+    """Become `user` for good: the port is bound, and nothing after this needs root."""
+    import pwd
+
+    if os.geteuid() != 0:
+        log.warning("not root: cannot switch to user %r; running as uid %d", user, os.geteuid())
+        return
+    entry = pwd.getpwnam(user)
+    # The user's supplementary groups come along: media often sits behind a group.
+    os.initgroups(entry.pw_name, entry.pw_gid)
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    log.info("running as user %s (uid %d)", user, entry.pw_uid)
 
 
 def become(title: str, role: str, parent_pid: int) -> None:

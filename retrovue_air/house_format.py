@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 
 from retrovue_air import safe_files
 from retrovue_air.config import Channel, Config
+from retrovue_air.ffmpeg.profile import AUDIO_RATE, MPEGTS_OUTPUT, encode_arguments, gop_frames
 
-AUDIO_RATE = 48000
 # Bumped when the ingest command changes in a way that makes old entries wrong.
 HOUSE_FORMAT_VERSION = 1
 SIDECAR = ".json"
@@ -52,7 +52,7 @@ class HouseFormat:
 
 def house_format(channel: Channel) -> HouseFormat:
     return HouseFormat(channel.width, channel.height, channel.fps,
-                       max(1, round(channel.fps * channel.keyframe_seconds)), channel.video_kbps, channel.audio_kbps)
+                       gop_frames(channel.fps, channel.keyframe_seconds), channel.video_kbps, channel.audio_kbps)
 
 
 def cache_dir(config: Config) -> str:
@@ -131,8 +131,7 @@ def ingest_command(binary: str, source: str, duration: float, has_audio: bool, f
 
     Exact frame and sample counts (a short track padded, a last picture held) make the entry
     last what the schedule thinks the file lasts, so that remuxed airings change on time.
-    The encoder settings are encoder_command's (air_worker/ffmpeg_command.py): zerolatency
-    means no B-frames, so an outpoint cuts cleanly between any two frames.
+    The encoder settings are the live encoder's (retrovue_air/ffmpeg/profile.py).
     """
     frames = max(1, round(duration * fmt.fps))
     samples = max(1, round(duration * AUDIO_RATE))
@@ -145,7 +144,6 @@ def ingest_command(binary: str, source: str, duration: float, has_audio: bool, f
            "-progress", f"pipe:{progress_fd}", "-i", source]
     if not has_audio:
         cmd += ["-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=stereo"]
-    kbps = fmt.video_kbps
     cmd += [
         "-map", "0:v:0",
         "-vf", (f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
@@ -154,10 +152,7 @@ def ingest_command(binary: str, source: str, duration: float, has_audio: bool, f
         "-map", "0:a:0" if has_audio else "1:a:0",
         "-af", (f"aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo,apad,"
                 f"atrim=end_sample={samples}"),
-        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-        "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k",
-        "-g", str(fmt.gop), "-keyint_min", str(fmt.gop), "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", f"{fmt.audio_kbps}k", "-ar", str(AUDIO_RATE), "-ac", "2",
-        "-t", f"{limit:.6f}", "-f", "mpegts", "-muxdelay", "0", "-muxpreload", "0", output,
+        *encode_arguments(fmt),
+        "-t", f"{limit:.6f}", *MPEGTS_OUTPUT, output,
     ]
     return cmd

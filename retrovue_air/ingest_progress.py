@@ -1,4 +1,5 @@
-"""How far ingest got, per channel: written by the ingester, read by the front when it renders.
+"""How far ingest got, per channel: written by the ingester, read by the front when it renders;
+and what the ingester's exit status says, which the supervisor reads.
 
 A small JSON file in the cache directory, one per instance sharing it, replaced whole (write,
 then rename) at most once a second and at every file's end, so a reader never sees half of
@@ -32,6 +33,17 @@ MAX_NAME = 255  # a file name, as the ingester writes it (basename only)
 PID_MAX = 1 << 22  # the kernel's highest pid_max
 
 _ignored = logs.RepeatedLine(log, logging.WARNING, every=60.0)
+
+
+# The service's ingester exits 0 when every file is in, this when it went through its list but
+# some files failed (each is logged): both are done, not a crash to start it again for, since
+# the same files would fail the same way.
+SOME_FILES_FAILED = 3
+
+
+def ingester_finished(status: int) -> bool:
+    """Whether a waitpid status is an ingester that got through its list (else: it died)."""
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, SOME_FILES_FAILED)
 
 
 @dataclass(frozen=True)

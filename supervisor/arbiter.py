@@ -18,12 +18,14 @@ from dataclasses import dataclass, replace
 
 import prctl
 
-from air_worker.ffmpeg_command import ffmpeg_binary, ffmpeg_version
 from air_worker.worker import run_air_worker
 from http_front.front import run_front
-from ingest.ingester import SOME_FILES_FAILED, ingester_finished, run_ingester
+from ingest.ingester import run_ingester
 from retrovue_air import child_process, config as configuration, wire
 from retrovue_air.config import Config, MediaFiles
+from retrovue_air.ffmpeg.binary import ffmpeg_binary, ffmpeg_version
+from retrovue_air.ffmpeg.exits import wait_status_wording
+from retrovue_air.ingest_progress import SOME_FILES_FAILED, ingester_finished
 
 from .backoff import Backoff
 from .sd_notify import Notifier
@@ -49,12 +51,6 @@ class AirWorkerRecord:
     stop_deadline: float | None = None  # told to stop; killed if still here then
 
 
-def describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exited with status {os.WEXITSTATUS(status)}"
-
-
 def raise_fd_limit() -> None:
     import resource
 
@@ -75,21 +71,6 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def drop_privileges(user: str) -> None:
-    """Become `user` for good: the port is bound, and nothing after this needs root."""
-    import pwd
-
-    if os.geteuid() != 0:
-        log.warning("not root: cannot switch to user %r; running as uid %d", user, os.geteuid())
-        return
-    entry = pwd.getpwnam(user)
-    # The user's supplementary groups come along: media often sits behind a group.
-    os.initgroups(entry.pw_name, entry.pw_gid)
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
-    log.info("running as user %s (uid %d)", user, entry.pw_uid)
 
 
 def check_media_readable(config: Config) -> None:
@@ -154,7 +135,7 @@ class Supervisor:
 
     def run(self) -> int:
         if self.config.user:
-            drop_privileges(self.config.user)
+            child_process.drop_privileges(self.config.user)
         check_media_readable(self.config)
         # Asked once here, the ffmpeg versions are known to every worker forked from us; each
         # would otherwise run `ffmpeg -version` once or twice (60-80 ms of CPU) as it starts,
@@ -463,7 +444,7 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            how = describe_status(status)
+            how = wait_status_wording(status)
             if pid == self.front_pid:
                 self.front_exited(how)
             elif pid == self.ingester_pid:

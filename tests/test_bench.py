@@ -12,10 +12,11 @@ import xml.etree.ElementTree as ET
 
 from harness import wait_until
 
-from air_worker.ffmpeg_command import build_command, ffmpeg_binary, font_file
+from air_worker.ffmpeg_command import build_command, font_file
 from bench import icecast, report, side_by_side
 from bench.load_client import STREAMING, LoadClient
 from retrovue_air import config
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
 
 def test_icecast_config_raises_the_limits_and_escapes_the_password():

@@ -182,7 +182,7 @@ def as_nobody(script: str, *args: str) -> None:
 @needs_root
 def test_links_planted_by_another_user_in_the_cache_never_get_their_target_written(shared_dir, schedule_media):
     require_tool("ffmpeg")
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
     victim = os.path.join(shared_dir, "victim")  # the service user's, in a folder nobody cannot write
     with open(victim, "w") as f:

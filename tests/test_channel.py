@@ -12,9 +12,9 @@ from http_front import hls_segments
 from http_front.channel import KEEP_ALIVE_SECONDS, READ_PAUSE, Channel, Close
 from http_front.channel_lifecycle import Admit, ChannelLifecycle
 from http_front.request_reader import NEED_MORE, READ_CLOSED, Request
-from http_front.ts_packets import NULL_PACKET
 from http_front.viewer import Phase, Sent, Viewer
 from retrovue_air import config
+from retrovue_air.mpegts import NULL_PACKET
 
 PACKET = b"\x47" + bytes(187)
 STREAM = 7

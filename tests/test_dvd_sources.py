@@ -17,9 +17,11 @@ import pytest
 from harness import Reader, files_channel, require_tool, wait_until
 from ts_packets_check import decoder_complaints, strict_ts_problems
 
-from air_worker.ffmpeg_command import AUDIO_RATE, decoder_command, ffmpeg_binary
+from air_worker.ffmpeg_command import decoder_command
 from air_worker.playout import raw_pipe
 from retrovue_air import config
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
+from retrovue_air.ffmpeg.profile import AUDIO_RATE
 from retrovue_air.config import Channel, MediaFiles
 from retrovue_air.schedule import Programme, Schedule
 

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from air_worker.ffmpeg_command import (build_command, concat_list, ffmpeg_binary, ffmpeg_version, font_file,
-                                       safe_caption)
+from air_worker.ffmpeg_command import build_command, concat_list, font_file, safe_caption
 from retrovue_air.config import Channel, MediaFiles
+from retrovue_air.ffmpeg.binary import ffmpeg_binary, ffmpeg_version
 from retrovue_air.config import TestPattern as Pattern
 
 FFPROBE = "/usr/bin/ffprobe"

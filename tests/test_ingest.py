@@ -201,7 +201,7 @@ def test_retrovue_air_ingest_fills_the_cache_once_and_again_for_a_changed_file(t
 
 
 def test_a_file_that_fails_to_ingest_is_named_and_leaves_nothing_behind(tmp_path, schedule_media):
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
     cache = tmp_path / "cache"
     broken = tmp_path / "broken.mp4"
@@ -289,7 +289,7 @@ def test_a_window_with_a_file_not_yet_ingested_is_transcoded_live(tmp_path, sche
     assert cached_window(channel, cfg, airings) is None
     jobs = work_list(cfg)
     assert [os.path.basename(j.source) for j in jobs] == [schedule_media[n].name for n in ORDER]
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
     assert Ingester(jobs[:4], house_format.cache_dir(cfg), ffmpeg_binary()).run() == 0
     assert cached_window(channel, cfg, airings) is None  # cyan is still missing
     assert [os.path.basename(j.source) for j in work_list(cfg)] == [schedule_media["cyan"].name]
@@ -343,7 +343,7 @@ def test_a_reload_that_changes_a_channels_format_ingests_its_files_again(service
 
 
 def test_over_the_size_limit_the_least_recently_played_entry_goes(tmp_path, schedule_media):
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
 
     require_tool("ffmpeg")
     cache = tmp_path / "cache"

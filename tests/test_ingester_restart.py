@@ -56,7 +56,7 @@ def test_an_ingester_removes_only_its_own_instances_temporaries_of_a_process_tha
 def test_a_file_whose_temporary_cannot_be_made_fails_alone_and_the_ingester_goes_on(
         tmp_path, schedule_media, monkeypatch):
     require_tool("ffmpeg")
-    from air_worker.ffmpeg_command import ffmpeg_binary
+    from retrovue_air.ffmpeg.binary import ffmpeg_binary
     from ingest import ingester as ingester_module
     from ingest.ingester import Ingester
     from ingest.work_list import IngestJob

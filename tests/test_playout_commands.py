@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 
-from air_worker.ffmpeg_command import airing_list, build_command, decoder_command, encoder_command, ffmpeg_binary
+from air_worker.ffmpeg_command import airing_list, build_command, decoder_command, encoder_command
 from air_worker.playout import raw_pipe
 from retrovue_air.config import Channel, MediaFiles
+from retrovue_air.ffmpeg.binary import ffmpeg_binary
 from retrovue_air.schedule import Airing, Programme, Schedule
 
 A = Programme("/m/a.mkv", 10.0, "A")

@@ -20,10 +20,11 @@ from harness import (ROOT, HAProxy, RawViewer, Reader, cluster_demo_module, free
                      require_tool, wait_until)
 from test_late_join import JOIN_BYTES, assert_clean_join
 
-from air_worker.ffmpeg_command import build_command, cold_burst_seconds, ffmpeg_binary, ffmpeg_options
+from air_worker.ffmpeg_command import build_command, cold_burst_seconds
 from air_worker.worker import RELAY_UP_SECONDS, AirWorker
 from retrovue_air import config
 from retrovue_air.config import Channel, Config, ConfigError, Relay
+from retrovue_air.ffmpeg.binary import ffmpeg_binary, ffmpeg_options
 
 VIEWERS_PER_CHANNEL = 10
 

@@ -138,7 +138,7 @@ def test_a_killed_decoder_or_encoder_does_not_end_the_viewers_stream(service_fac
     decoder = int(service.wait_for_log(r"channel tv: on air .* decoder pid (\d+)").group(1))
     mark = service.log_mark()
     os.kill(decoder, signal.SIGKILL)
-    service.wait_for_log(r"channel tv: the decoder of .* killed by signal 9", start=mark)
+    service.wait_for_log(r"channel tv: the decoder of .* killed by SIGKILL", start=mark)
     service.wait_for_log(r"channel tv: on air", start=mark)  # the next airing
     encoder = service.channels()["tv"]["ffmpeg_pid"]
     mark = service.log_mark()

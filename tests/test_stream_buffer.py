@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from http_front.stream_buffer import MAX_READ, StreamBuffer
-from http_front.ts_packets import TS_PACKET_SIZE as TS_PACKET
+from retrovue_air.mpegts import TS_PACKET_SIZE as TS_PACKET
 
 
 def stream_bytes(start: int, n: int) -> bytes:

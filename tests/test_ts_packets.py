@@ -1,4 +1,4 @@
-"""http_front.ts_packets against real ffmpeg MPEG-TS output.
+"""retrovue_air.mpegts against real ffmpeg MPEG-TS output.
 
 ffprobe's packet positions serve as the independent keyframe oracle, and
 ffmpeg itself decodes what a joining viewer would receive.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from http_front import ts_packets
-from http_front.ts_packets import (
+from retrovue_air import mpegts
+from retrovue_air.mpegts import (
     MAX_RANDOM_ACCESS_POINTS,
     TS_PACKET_SIZE,
     JoinPoint,
@@ -373,7 +373,7 @@ def test_parameter_sets_decide_when_the_picture_nal_is_out_of_reach(
     streams: dict[str, Sample], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sample = _sample(streams, name)
-    monkeypatch.setattr(ts_packets, "MAX_SCAN_PACKETS", 1)
+    monkeypatch.setattr(mpegts, "MAX_SCAN_PACKETS", 1)
     assert _scan(sample.data).random_access_points == sample.keyframes
 
 
